@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages pyroguard needs to build, test and run its demo.
+# As root it installs what is missing; otherwise it names exactly what to install.
+set -euo pipefail
+
+PACKAGES=(
+  cmake make gcc pkg-config
+  android-libboringssl-dev libuv1-dev libyaml-dev zlib1g-dev
+  libcmocka-dev
+  python3 python3-pytest python3-pyro4 python3-serpent python3-msgpack
+  python3-dill python3-cloudpickle
+  openssl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "installing missing Debian packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  exit 0
+fi
+
+echo "pyroguard needs these Debian packages, which are not installed:" >&2
+echo "  sudo apt-get install ${missing[*]}" >&2
+exit 1

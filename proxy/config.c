@@ -1,0 +1,816 @@
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+#include <yaml.h>
+
+#include "frame.h"
+
+/* ---- parse context -------------------------------------------------------------------- */
+
+typedef struct {
+    const char *file;
+    const char *base_dir;
+    yaml_document_t *doc;
+    config_t *cfg;
+    config_errors_t *errs;
+} cfg_ctx_t;
+
+typedef int (*cfg_parse_fn)(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                            const void *arg);
+
+typedef struct {
+    const char *name;
+    cfg_parse_fn parse;
+    size_t offset; /* of the field within the struct the table describes */
+    int required;
+    const void *arg; /* parser-specific: a sub-table, a range… */
+} cfg_key_t;
+
+typedef struct {
+    uint64_t min;
+    uint64_t max;
+    const char *unit; /* "bytes", "milliseconds" or "" */
+} cfg_range_t;
+
+#define CFG_TABLE_END {NULL, NULL, 0, 0, NULL}
+
+static config_mark_t node_mark(const yaml_node_t *node)
+{
+    config_mark_t m = {(int)node->start_mark.line + 1, (int)node->start_mark.column + 1};
+    return m;
+}
+
+void config_error(config_errors_t *errs, const char *file, config_mark_t mark, const char *path,
+                  const char *fmt, ...)
+{
+    char reason[512], line[1024];
+    va_list ap;
+
+    if (errs->n == CONFIG_MAX_ERRORS) {
+        errs->dropped++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (path != NULL && path[0] != '\0')
+        snprintf(line, sizeof(line), "%s:%d:%d: %s: %s", file, mark.line, mark.col, path, reason);
+    else
+        snprintf(line, sizeof(line), "%s:%d:%d: %s", file, mark.line, mark.col, reason);
+    errs->lines[errs->n] = strdup(line);
+    if (errs->lines[errs->n] != NULL)
+        errs->n++;
+    else
+        errs->dropped++;
+}
+
+void config_errors_free(config_errors_t *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        free(errs->lines[i]);
+    memset(errs, 0, sizeof(*errs));
+}
+
+static void cfg_err(cfg_ctx_t *ctx, const yaml_node_t *node, const char *path, const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
+
+static void cfg_err(cfg_ctx_t *ctx, const yaml_node_t *node, const char *path, const char *fmt,
+                    ...)
+{
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    config_error(ctx->errs, ctx->file, node_mark(node), path, "%s", reason);
+}
+
+static const char *node_kind(const yaml_node_t *node)
+{
+    switch (node->type) {
+    case YAML_SCALAR_NODE:
+        return "a scalar";
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    default:
+        return "nothing";
+    }
+}
+
+/* scalar returns the text of a scalar node, or NULL (with an error) for anything else. The
+ * text is NUL-terminated by libyaml; an embedded NUL makes the value invalid. */
+static const char *scalar(cfg_ctx_t *ctx, yaml_node_t *node, const char *path, const char *what)
+{
+    if (node->type != YAML_SCALAR_NODE) {
+        cfg_err(ctx, node, path, "expected %s, got %s", what, node_kind(node));
+        return NULL;
+    }
+    const char *s = (const char *)node->data.scalar.value;
+    if (strlen(s) != node->data.scalar.length) {
+        cfg_err(ctx, node, path, "value contains a NUL character");
+        return NULL;
+    }
+    return s;
+}
+
+static int is_plain(const yaml_node_t *node)
+{
+    return node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+}
+
+/* parse_u64 reads a plain decimal integer without sign, spaces or overflow. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return 0;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+static void join_path(char *out, size_t out_len, const char *path, const char *key)
+{
+    if (path[0] == '\0')
+        snprintf(out, out_len, "%s", key);
+    else
+        snprintf(out, out_len, "%s.%s", path, key);
+}
+
+/* ---- generic parsers ------------------------------------------------------------------ */
+
+static int parse_map(cfg_ctx_t *ctx, yaml_node_t *node, void *base, const char *path,
+                     const cfg_key_t *table);
+
+static int parse_section(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                         const void *arg)
+{
+    return parse_map(ctx, node, field, path, arg);
+}
+
+static int parse_string(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                        const void *arg)
+{
+    char **out = field;
+    const char *s = scalar(ctx, node, path, "a string");
+    if (s == NULL)
+        return 0;
+    if (s[0] == '\0') {
+        cfg_err(ctx, node, path, "must not be empty");
+        return 0;
+    }
+    char *copy = strdup(s);
+    if (copy == NULL) {
+        cfg_err(ctx, node, path, "out of memory");
+        return 0;
+    }
+    free(*out);
+    *out = copy;
+    return 1;
+}
+
+static int parse_file(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                      const void *arg)
+{
+    config_file_t *out = field;
+    const char *s = scalar(ctx, node, path, "a file path");
+    if (s == NULL)
+        return 0;
+    if (s[0] == '\0') {
+        cfg_err(ctx, node, path, "must not be empty");
+        return 0;
+    }
+    size_t n = strlen(ctx->base_dir) + 1 + strlen(s) + 1;
+    char *full = malloc(n);
+    if (full == NULL) {
+        cfg_err(ctx, node, path, "out of memory");
+        return 0;
+    }
+    if (s[0] == '/' || ctx->base_dir[0] == '\0')
+        snprintf(full, n, "%s", s);
+    else
+        snprintf(full, n, "%s/%s", ctx->base_dir, s);
+    free(out->path);
+    out->path = full;
+    out->mark = node_mark(node);
+    return 1;
+}
+
+static int parse_uint_range(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                            const void *arg)
+{
+    const cfg_range_t *r = arg;
+    uint64_t v;
+    const char *s = scalar(ctx, node, path, "an integer");
+    if (s == NULL)
+        return 0;
+    if (!is_plain(node) || !parse_u64(s, &v)) {
+        cfg_err(ctx, node, path, "expected an integer%s%s, got '%s'", r->unit[0] ? " in " : "",
+                r->unit, s);
+        return 0;
+    }
+    if (v < r->min || v > r->max) {
+        cfg_err(ctx, node, path, "must be between %llu and %llu, got %llu",
+                (unsigned long long)r->min, (unsigned long long)r->max, (unsigned long long)v);
+        return 0;
+    }
+    *(uint64_t *)field = v;
+    return 1;
+}
+
+static int parse_bool(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                      const void *arg)
+{
+    const char *s = scalar(ctx, node, path, "true or false");
+    if (s == NULL)
+        return 0;
+    if (is_plain(node) && strcmp(s, "true") == 0) {
+        *(int *)field = 1;
+        return 1;
+    }
+    if (is_plain(node) && strcmp(s, "false") == 0) {
+        *(int *)field = 0;
+        return 1;
+    }
+    cfg_err(ctx, node, path, "expected true or false, got '%s'", s);
+    return 0;
+}
+
+/* An enumeration: |arg| is a cfg_enum_t listing names and the int each one stores. */
+typedef struct {
+    const char *names[6];
+    int values[6];
+    const char *expected; /* for the error: "\"1.2\" or \"1.3\"" */
+} cfg_enum_t;
+
+static int parse_enum(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                      const void *arg)
+{
+    const cfg_enum_t *e = arg;
+    const char *s = scalar(ctx, node, path, "a string");
+    if (s == NULL)
+        return 0;
+    for (size_t i = 0; i < 6 && e->names[i] != NULL; i++) {
+        if (strcmp(s, e->names[i]) == 0) {
+            *(int *)field = e->values[i];
+            return 1;
+        }
+    }
+    cfg_err(ctx, node, path, "must be %s, got '%s'", e->expected, s);
+    return 0;
+}
+
+static int parse_min_version(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                             const void *arg)
+{
+    static const cfg_enum_t versions = {
+        {"1.2", "1.3", NULL}, {TLS1_2_VERSION, TLS1_3_VERSION}, "\"1.2\" or \"1.3\""};
+    int v = 0;
+    if (!parse_enum(ctx, node, &v, path, &versions))
+        return 0;
+    *(uint16_t *)field = (uint16_t)v;
+    return 1;
+}
+
+static int parse_log_level(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                           const void *arg)
+{
+    static const cfg_enum_t levels = {{"error", "warn", "info", "debug", NULL},
+                                      {LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG},
+                                      "error, warn, info or debug"};
+    int v = 0;
+    if (!parse_enum(ctx, node, &v, path, &levels))
+        return 0;
+    *(log_level_t *)field = (log_level_t)v;
+    return 1;
+}
+
+static int parse_compression(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                             const void *arg)
+{
+    static const cfg_enum_t modes = {{"allow", "deny", NULL}, {1, 0}, "allow or deny"};
+    return parse_enum(ctx, node, field, path, &modes);
+}
+
+/* ---- pyro.serializers and pyro.protocols ---------------------------------------------- */
+
+static int parse_serializers(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                             const void *arg)
+{
+    static const struct {
+        const char *name;
+        uint16_t id;
+        int dangerous;
+    } known[] = {
+        {"serpent", SER4_SERPENT, 0}, {"json", SER4_JSON, 0},
+        {"marshal", SER4_MARSHAL, 0}, {"msgpack", SER4_MSGPACK, 0},
+        {"pickle", SER4_PICKLE, 1},   {"dill", SER4_DILL, 1},
+        {"cloudpickle", SER4_CLOUDPICKLE, 1},
+    };
+    uint32_t mask = 0;
+    int ok = 1;
+    char item_path[256];
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        cfg_err(ctx, node, path, "expected a list of serializer names, got %s", node_kind(node));
+        return 0;
+    }
+    size_t i = 0;
+    for (yaml_node_item_t *it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top; it++, i++) {
+        yaml_node_t *item = yaml_document_get_node(ctx->doc, *it);
+        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        const char *s = scalar(ctx, item, item_path, "a serializer name");
+        if (s == NULL) {
+            ok = 0;
+            continue;
+        }
+        size_t k;
+        for (k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
+            if (strcmp(s, known[k].name) == 0)
+                break;
+        }
+        if (k == sizeof(known) / sizeof(known[0])) {
+            cfg_err(ctx, item, item_path,
+                    "unknown serializer '%s' (known: serpent, json, marshal, msgpack)", s);
+            ok = 0;
+        } else if (known[k].dangerous) {
+            /* PROTOCOL.md §5.5: these run code while decoding, before any check can happen. */
+            cfg_err(ctx, item, item_path,
+                    "'%s' executes code on the server when decoded and can never be allowed", s);
+            ok = 0;
+        } else if (mask & (1u << known[k].id)) {
+            cfg_err(ctx, item, item_path, "'%s' is listed twice", s);
+            ok = 0;
+        } else {
+            mask |= 1u << known[k].id;
+        }
+    }
+    if (ok && mask == 0) {
+        cfg_err(ctx, node, path, "must list at least one serializer");
+        ok = 0;
+    }
+    if (ok)
+        *(uint32_t *)field = mask;
+    return ok;
+}
+
+static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                           const void *arg)
+{
+    uint32_t mask = 0;
+    int ok = 1;
+    char item_path[256];
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        cfg_err(ctx, node, path, "expected a list of protocol versions, got %s",
+                node_kind(node));
+        return 0;
+    }
+    size_t i = 0;
+    for (yaml_node_item_t *it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top; it++, i++) {
+        yaml_node_t *item = yaml_document_get_node(ctx->doc, *it);
+        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        const char *s = scalar(ctx, item, item_path, "4");
+        if (s == NULL) {
+            ok = 0;
+        } else if (strcmp(s, "4") == 0) {
+            mask |= 1u << 4;
+        } else if (strcmp(s, "5") == 0) {
+            /* Refusing here is louder than accepting the key and then closing every Pyro5
+             * connection: the operator learns at load time what this build cannot do. */
+            cfg_err(ctx, item, item_path, "Pyro5 is not supported by this version of pyroguard");
+            ok = 0;
+        } else {
+            cfg_err(ctx, item, item_path, "unknown Pyro protocol '%s' (expected 4)", s);
+            ok = 0;
+        }
+    }
+    if (ok && mask == 0) {
+        cfg_err(ctx, node, path, "must list at least one protocol");
+        ok = 0;
+    }
+    if (ok)
+        *(uint32_t *)field = mask;
+    return ok;
+}
+
+/* ---- addresses ------------------------------------------------------------------------ */
+
+/* parse_hostport accepts "IPv4:port", "[IPv6]:port" and "localhost:port". */
+static int parse_hostport(const char *s, struct sockaddr_storage *out)
+{
+    char host[64];
+    const char *port_s;
+    uint64_t port;
+
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
+            return 0;
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        port_s = end + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (colon == NULL || (size_t)(colon - s) >= sizeof(host) || strchr(s, ':') != colon)
+            return 0;
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        port_s = colon + 1;
+    }
+    if (!parse_u64(port_s, &port) || port > 65535)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    if (strcmp(host, "localhost") == 0)
+        return uv_ip4_addr("127.0.0.1", (int)port, (struct sockaddr_in *)out) == 0;
+    if (s[0] == '[')
+        return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)out) == 0;
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0;
+}
+
+static int parse_addr(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                      const void *arg)
+{
+    config_addr_t *out = field;
+    const char *s = scalar(ctx, node, path, "an address");
+    if (s == NULL)
+        return 0;
+    if (!parse_hostport(s, &out->addr)) {
+        cfg_err(ctx, node, path, "invalid address '%s' (expected IP:port or [IPv6]:port)", s);
+        return 0;
+    }
+    char *copy = strdup(s);
+    if (copy == NULL) {
+        cfg_err(ctx, node, path, "out of memory");
+        return 0;
+    }
+    free(out->text);
+    out->text = copy;
+    out->mark = node_mark(node);
+    return 1;
+}
+
+static int addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    return 0;
+}
+
+/* ---- listeners ------------------------------------------------------------------------ */
+
+static const cfg_key_t kListenerKeys[] = {
+    {"name", parse_string, offsetof(config_listener_t, name), 1, NULL},
+    {"listen", parse_addr, offsetof(config_listener_t, listen), 1, NULL},
+    {"backend", parse_addr, offsetof(config_listener_t, backend), 1, NULL},
+    {"allow_remote_backend", parse_bool, offsetof(config_listener_t, allow_remote_backend), 0,
+     NULL},
+    CFG_TABLE_END,
+};
+
+static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                           const void *arg)
+{
+    config_t *cfg = ctx->cfg;
+    char item_path[256];
+    int ok = 1;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        cfg_err(ctx, node, path, "expected a list of listeners, got %s", node_kind(node));
+        return 0;
+    }
+    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (n == 0) {
+        cfg_err(ctx, node, path, "at least one listener is required");
+        return 0;
+    }
+    if (n > CONFIG_MAX_LISTENERS) {
+        cfg_err(ctx, node, path, "at most %d listeners are supported", CONFIG_MAX_LISTENERS);
+        return 0;
+    }
+    cfg->listeners = calloc(n, sizeof(*cfg->listeners));
+    if (cfg->listeners == NULL) {
+        cfg_err(ctx, node, path, "out of memory");
+        return 0;
+    }
+    cfg->n_listeners = n;
+    for (size_t i = 0; i < n; i++) {
+        config_listener_t *l = &cfg->listeners[i];
+        yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        l->mark = node_mark(item);
+        if (!parse_map(ctx, item, l, item_path, kListenerKeys)) {
+            ok = 0;
+            continue;
+        }
+        char sub[300];
+        if (!l->allow_remote_backend && !addr_is_loopback(&l->backend.addr)) {
+            join_path(sub, sizeof(sub), item_path, "backend");
+            config_error(ctx->errs, ctx->file, l->backend.mark, sub,
+                         "'%s' is not a loopback address (set allow_remote_backend: true to "
+                         "forward plaintext Pyro traffic off this host)",
+                         l->backend.text);
+            ok = 0;
+        }
+        for (size_t j = 0; j < i; j++) {
+            const config_listener_t *o = &cfg->listeners[j];
+            if (o->name != NULL && strcmp(o->name, l->name) == 0) {
+                join_path(sub, sizeof(sub), item_path, "name");
+                config_error(ctx->errs, ctx->file, l->mark, sub,
+                             "listener name '%s' is already used by %s[%zu]", l->name, path, j);
+                ok = 0;
+            }
+            if (o->listen.text != NULL && strcmp(o->listen.text, l->listen.text) == 0) {
+                join_path(sub, sizeof(sub), item_path, "listen");
+                config_error(ctx->errs, ctx->file, l->listen.mark, sub,
+                             "address '%s' is already used by %s[%zu]", l->listen.text, path, j);
+                ok = 0;
+            }
+        }
+    }
+    return ok;
+}
+
+/* ---- the tables ----------------------------------------------------------------------- */
+
+static const cfg_range_t kMessageBytes = {64, 0x7fffffffu, "bytes"};
+static const cfg_range_t kConnections = {1, 1000000, ""};
+static const cfg_range_t kTimeout = {1, 86400000, "milliseconds"};
+
+#define TLS_FIELD(f)    (offsetof(config_t, tls) + offsetof(__typeof__(((config_t *)0)->tls), f))
+#define PYRO_FIELD(f)   (offsetof(config_t, pyro) + offsetof(__typeof__(((config_t *)0)->pyro), f))
+#define LIMITS_FIELD(f) (offsetof(config_t, limits) + offsetof(__typeof__(((config_t *)0)->limits), f))
+#define LOG_FIELD(f)    (offsetof(config_t, log) + offsetof(__typeof__(((config_t *)0)->log), f))
+
+/* Section tables use offsets from the start of config_t; parse_section passes the same base. */
+static const cfg_key_t kTlsKeys[] = {
+    {"cert", parse_file, TLS_FIELD(cert), 1, NULL},
+    {"key", parse_file, TLS_FIELD(key), 1, NULL},
+    {"client_ca", parse_file, TLS_FIELD(client_ca), 1, NULL},
+    {"crl", parse_file, TLS_FIELD(crl), 0, NULL},
+    {"min_version", parse_min_version, TLS_FIELD(min_version), 0, NULL},
+    CFG_TABLE_END,
+};
+
+static const cfg_key_t kPyroKeys[] = {
+    {"protocols", parse_protocols, PYRO_FIELD(protocols), 0, NULL},
+    {"serializers", parse_serializers, PYRO_FIELD(serializers), 0, NULL},
+    {"max_message_bytes", parse_uint_range, PYRO_FIELD(max_message_bytes), 0, &kMessageBytes},
+    {"compression", parse_compression, PYRO_FIELD(compression_allow), 0, NULL},
+    CFG_TABLE_END,
+};
+
+static const cfg_key_t kLimitsKeys[] = {
+    {"max_connections", parse_uint_range, LIMITS_FIELD(max_connections), 0, &kConnections},
+    {"handshake_timeout", parse_uint_range, LIMITS_FIELD(handshake_timeout_ms), 0, &kTimeout},
+    {"idle_timeout", parse_uint_range, LIMITS_FIELD(idle_timeout_ms), 0, &kTimeout},
+    {"backend_connect_timeout", parse_uint_range, LIMITS_FIELD(backend_connect_timeout_ms), 0,
+     &kTimeout},
+    CFG_TABLE_END,
+};
+
+static const cfg_key_t kLogKeys[] = {
+    {"level", parse_log_level, LOG_FIELD(level), 0, NULL},
+    CFG_TABLE_END,
+};
+
+static const cfg_key_t kTopKeys[] = {
+    {"listeners", parse_listeners, 0, 1, NULL},
+    {"tls", parse_section, 0, 1, kTlsKeys},
+    {"pyro", parse_section, 0, 0, kPyroKeys},
+    {"limits", parse_section, 0, 0, kLimitsKeys},
+    {"log", parse_section, 0, 0, kLogKeys},
+    CFG_TABLE_END,
+};
+
+/* parse_map checks that |node| is a mapping whose keys all appear in |table| exactly once,
+ * hands each value to its parser with |base| + offset, and reports missing required keys. */
+static int parse_map(cfg_ctx_t *ctx, yaml_node_t *node, void *base, const char *path,
+                     const cfg_key_t *table)
+{
+    uint64_t seen = 0;
+    int ok = 1;
+    char sub[300];
+
+    if (node->type != YAML_MAPPING_NODE) {
+        cfg_err(ctx, node, path, "expected a mapping, got %s", node_kind(node));
+        return 0;
+    }
+    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(ctx->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(ctx->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            cfg_err(ctx, k, path, "keys must be plain strings");
+            ok = 0;
+            continue;
+        }
+        const char *name = (const char *)k->data.scalar.value;
+        size_t i;
+        for (i = 0; table[i].name != NULL; i++) {
+            if (strcmp(table[i].name, name) == 0)
+                break;
+        }
+        if (table[i].name == NULL) {
+            cfg_err(ctx, k, path, "unknown key '%s'", name);
+            ok = 0;
+            continue;
+        }
+        if (seen & (1ull << i)) {
+            cfg_err(ctx, k, path, "duplicate key '%s'", name);
+            ok = 0;
+            continue;
+        }
+        seen |= 1ull << i;
+        join_path(sub, sizeof(sub), path, name);
+        if (!table[i].parse(ctx, v, (char *)base + table[i].offset, sub, table[i].arg))
+            ok = 0;
+    }
+    for (size_t i = 0; table[i].name != NULL; i++) {
+        if (table[i].required && !(seen & (1ull << i))) {
+            cfg_err(ctx, node, path, "missing required key '%s'", table[i].name);
+            ok = 0;
+        }
+    }
+    return ok;
+}
+
+/* ---- entry points --------------------------------------------------------------------- */
+
+void config_init(config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->tls.min_version = TLS1_2_VERSION;
+    cfg->pyro.protocols = 1u << 4;
+    cfg->pyro.serializers =
+        (1u << SER4_SERPENT) | (1u << SER4_JSON) | (1u << SER4_MARSHAL) | (1u << SER4_MSGPACK);
+    cfg->pyro.max_message_bytes = 16777216;
+    cfg->pyro.compression_allow = 1;
+    cfg->limits.max_connections = 10000;
+    cfg->limits.handshake_timeout_ms = 10000;
+    cfg->limits.idle_timeout_ms = 300000;
+    cfg->limits.backend_connect_timeout_ms = 5000;
+    cfg->log.level = LOG_INFO;
+}
+
+void config_free(config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        free(cfg->listeners[i].name);
+        free(cfg->listeners[i].listen.text);
+        free(cfg->listeners[i].backend.text);
+    }
+    free(cfg->listeners);
+    free(cfg->tls.cert.path);
+    free(cfg->tls.key.path);
+    free(cfg->tls.client_ca.path);
+    free(cfg->tls.crl.path);
+    free(cfg->file);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+int config_load_buffer(const char *name, const char *base_dir, const uint8_t *data, size_t len,
+                       config_t *cfg, config_errors_t *errs)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    int ok = 0;
+
+    config_init(cfg);
+    cfg->file = strdup(name);
+    if (cfg->file == NULL)
+        return 0;
+    if (!yaml_parser_initialize(&parser)) {
+        config_error(errs, name, (config_mark_t){0, 0}, "", "out of memory");
+        return 0;
+    }
+    yaml_parser_set_input_string(&parser, data, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        config_mark_t m = {(int)parser.problem_mark.line + 1, (int)parser.problem_mark.column + 1};
+        config_error(errs, name, m, "", "YAML syntax error: %s",
+                     parser.problem ? parser.problem : "unknown problem");
+        goto free_parser;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL) {
+        config_error(errs, name, (config_mark_t){1, 1}, "", "the configuration is empty");
+        goto free_doc;
+    }
+    cfg_ctx_t ctx = {name, base_dir, &doc, cfg, errs};
+    ok = parse_map(&ctx, root, cfg, "", kTopKeys);
+    /* A second document in the same file would be silently ignored by a careless reader. */
+    if (ok) {
+        yaml_document_t next;
+        if (!yaml_parser_load(&parser, &next)) {
+            config_mark_t m = {(int)parser.problem_mark.line + 1,
+                               (int)parser.problem_mark.column + 1};
+            config_error(errs, name, m, "", "YAML syntax error: %s",
+                         parser.problem ? parser.problem : "unknown problem");
+            ok = 0;
+        } else {
+            if (yaml_document_get_root_node(&next) != NULL) {
+                config_error(errs, name, (config_mark_t){(int)next.start_mark.line + 1, 1}, "",
+                             "only one YAML document is allowed");
+                ok = 0;
+            }
+            yaml_document_delete(&next);
+        }
+    }
+free_doc:
+    yaml_document_delete(&doc);
+free_parser:
+    yaml_parser_delete(&parser);
+    return ok;
+}
+
+int config_load(const char *path, config_t *cfg, config_errors_t *errs)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char *dir = NULL;
+    int ok = 0;
+
+    config_init(cfg);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        config_error(errs, path, (config_mark_t){0, 0}, "", "cannot open: %s", strerror(errno));
+        return 0;
+    }
+    data = malloc(CONFIG_MAX_FILE_SIZE + 1);
+    if (data == NULL) {
+        config_error(errs, path, (config_mark_t){0, 0}, "", "out of memory");
+        goto close_file;
+    }
+    len = fread(data, 1, CONFIG_MAX_FILE_SIZE + 1, f);
+    if (ferror(f)) {
+        config_error(errs, path, (config_mark_t){0, 0}, "", "cannot read: %s", strerror(errno));
+        goto free_data;
+    }
+    if (len > CONFIG_MAX_FILE_SIZE) {
+        config_error(errs, path, (config_mark_t){0, 0}, "", "larger than %u bytes",
+                     CONFIG_MAX_FILE_SIZE);
+        goto free_data;
+    }
+    dir = strdup(path);
+    if (dir == NULL)
+        goto free_data;
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        dir[0] = '\0';
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    ok = config_load_buffer(path, dir, data, len, cfg, errs);
+    free(dir);
+free_data:
+    free(data);
+close_file:
+    fclose(f);
+    return ok;
+}
+
+int config_serializer_allowed(const config_t *cfg, uint16_t id)
+{
+    return id < 32 && (cfg->pyro.serializers & (1u << id)) != 0;
+}
+
+void config_serializer_list(const config_t *cfg, char *out, size_t out_len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (uint16_t id = 1; id < 32; id++) {
+        const char *name = frame_serializer_name(id);
+        if (name == NULL || !config_serializer_allowed(cfg, id))
+            continue;
+        int n = snprintf(out + used, out_len - used, "%s%s", used ? ", " : "", name);
+        if (n < 0 || (size_t)n >= out_len - used)
+            return;
+        used += (size_t)n;
+    }
+}

@@ -1,0 +1,112 @@
+/* config: pyroguard.yaml (DESIGN.md "Configuration"), read with libyaml into a config_t.
+ *
+ * Every key is one entry of a table (name, parser, field, required), so a later capability
+ * adds a key by adding a line. Unknown keys, duplicate keys, wrong types and bad values are
+ * errors reported as "FILE:LINE:COL: PATH: REASON". Relative paths are resolved against the
+ * directory of the configuration file.
+ *
+ * Ownership: config_load fills a caller-owned config_t (zero it or config_init first);
+ * config_free releases what it holds and is safe on a zeroed or partly filled config.
+ * Error texts are collected in a caller-owned config_errors_t, freed by config_errors_free. */
+#ifndef PYROGUARD_CONFIG_H
+#define PYROGUARD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+#define CONFIG_MAX_ERRORS    32
+#define CONFIG_MAX_FILE_SIZE (1u << 20) /* a configuration file larger than 1 MiB is refused */
+#define CONFIG_MAX_LISTENERS 64
+
+/* Where a value came from, to point at it in later errors (certificate checks). */
+typedef struct {
+    int line;
+    int col;
+} config_mark_t;
+
+typedef struct {
+    char *path; /* resolved against the configuration file's directory; NULL if unset */
+    config_mark_t mark;
+} config_file_t;
+
+typedef struct {
+    char *text; /* as written, e.g. "127.0.0.1:9443" */
+    struct sockaddr_storage addr;
+    config_mark_t mark;
+} config_addr_t;
+
+typedef struct {
+    char *name;
+    config_addr_t listen;
+    config_addr_t backend;
+    int allow_remote_backend;
+    config_mark_t mark;
+} config_listener_t;
+
+typedef struct {
+    char *file; /* the configuration file as named by the user */
+    config_listener_t *listeners;
+    size_t n_listeners;
+    struct {
+        config_file_t cert;
+        config_file_t key;
+        config_file_t client_ca;
+        config_file_t crl;
+        uint16_t min_version; /* TLS1_2_VERSION or TLS1_3_VERSION */
+    } tls;
+    struct {
+        uint32_t protocols;   /* bit 4: Pyro4 protocol 48 */
+        uint32_t serializers; /* bit n set: Pyro4 serializer id n allowed */
+        uint64_t max_message_bytes;
+        int compression_allow;
+    } pyro;
+    struct {
+        uint64_t max_connections;
+        uint64_t handshake_timeout_ms;
+        uint64_t idle_timeout_ms;
+        uint64_t backend_connect_timeout_ms;
+    } limits;
+    struct {
+        log_level_t level;
+    } log;
+} config_t;
+
+typedef struct {
+    char *lines[CONFIG_MAX_ERRORS];
+    size_t n;
+    size_t dropped; /* errors past CONFIG_MAX_ERRORS, counted but not kept */
+} config_errors_t;
+
+/* config_init zeroes |cfg| and sets every default of DESIGN.md. */
+void config_init(config_t *cfg);
+
+/* config_free releases everything |cfg| holds and zeroes it. */
+void config_free(config_t *cfg);
+
+/* config_load reads |path| into |cfg| (which config_load initialises). It returns 1 if the
+ * file is valid; otherwise 0 with at least one line in |errs|. It does not open the
+ * certificate files it names: tls_check_config does. */
+int config_load(const char *path, config_t *cfg, config_errors_t *errs);
+
+/* config_load_buffer is config_load for |len| bytes already in memory; |name| is used in
+ * error messages and |base_dir| resolves relative paths. */
+int config_load_buffer(const char *name, const char *base_dir, const uint8_t *data, size_t len,
+                       config_t *cfg, config_errors_t *errs);
+
+/* config_error appends "FILE:LINE:COL: PATH: REASON" to |errs| (PATH omitted when empty). */
+void config_error(config_errors_t *errs, const char *file, config_mark_t mark, const char *path,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* config_errors_free releases the collected lines. */
+void config_errors_free(config_errors_t *errs);
+
+/* config_serializer_allowed returns 1 if Pyro4 serializer |id| is allowed by |cfg|. */
+int config_serializer_allowed(const config_t *cfg, uint16_t id);
+
+/* config_serializer_list writes the allowed serializers as "serpent, json" into |out|. */
+void config_serializer_list(const config_t *cfg, char *out, size_t out_len);
+
+#endif

@@ -1,0 +1,977 @@
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+#include <openssl/mem.h>
+
+#include "buf.h"
+#include "frame.h"
+#include "inspect.h"
+#include "log.h"
+#include "reply.h"
+#include "tls.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Bytes read from a socket at a time. */
+#define READ_CHUNK (64 * 1024)
+/* A peer with this many bytes queued towards it stops the other side from being read until it
+ * drains below half (backpressure in both directions). */
+#define WRITE_HIGH_WATER (1024 * 1024)
+/* Encrypted bytes accepted from the client before TLS has consumed them. */
+#define TLS_IN_HIGH_WATER (2 * READ_CHUNK)
+/* How long a closing connection may take to flush what it owes each peer. */
+#define LINGER_MS 5000
+/* The largest reply frame the backend may announce; replies are streamed, not buffered. */
+#define S2C_MAX_MESSAGE ((size_t)0x7fffffff + 0xffff)
+
+typedef enum {
+    CONN_HANDSHAKE,       /* TLS handshake in progress */
+    CONN_AWAIT_CONNECT,   /* verified client; its first message must be an allowed CONNECT */
+    CONN_DIALING,         /* CONNECT allowed and held; connecting to the backend */
+    CONN_AWAIT_CONNECTOK, /* CONNECT forwarded; waiting for CONNECTOK/CONNECTFAIL */
+    CONN_READY,           /* INVOKE and PING flow */
+    CONN_CLOSING,
+} conn_state_t;
+
+struct conn {
+    conn_t *prev, *next; /* server's list */
+    server_t *srv;
+    listener_t *lst;
+    uint64_t id;
+    conn_state_t state;
+
+    uv_tcp_t client;
+    uv_tcp_t backend;
+    uv_timer_t timer; /* handshake, dial, idle or linger deadline, per state */
+    uv_connect_t connect_req;
+    uv_shutdown_t client_shutdown;
+    uv_shutdown_t backend_shutdown;
+    int streams_open; /* client and (once created) backend handles not yet closed */
+    int backend_created;
+    int backend_connected;
+    int client_reading;
+    int backend_reading;
+    int client_eof;
+
+    SSL *ssl;
+    BIO *net_in;  /* ciphertext from the client, read by BoringSSL */
+    BIO *net_out; /* ciphertext BoringSSL produced, to send to the client */
+
+    buf_t c2s;               /* decrypted client bytes not yet judged; capped at one message */
+    size_t client_queued;    /* bytes in flight towards the client */
+    size_t backend_queued;   /* bytes in flight towards the backend */
+    unsigned outstanding;    /* forwarded requests whose reply has not fully passed */
+    uint16_t connect_seq;
+
+    /* Server-to-client framing: replies are passed through as they arrive, but every frame
+     * boundary is known so that injected replies never split one (DESIGN.md property 3). */
+    uint8_t s2c_hdr[FRAME4_HEADER_LEN];
+    size_t s2c_hdr_len;
+    uint64_t s2c_left;
+    int close_after_reply;
+
+    uint64_t bytes_in;  /* plaintext from the client */
+    uint64_t bytes_out; /* plaintext to the client */
+    uint64_t started_ms;
+    uint64_t last_activity_ms;
+    char peer[INET6_ADDRSTRLEN + 16];
+    char *subject;
+    const char *close_reason;
+};
+
+typedef struct {
+    uv_write_t req;
+    conn_t *c;
+    int to_backend;
+    size_t len;
+    uint8_t data[];
+} wreq_t;
+
+static void conn_pump(conn_t *c);
+static void conn_process_c2s(conn_t *c);
+static void conn_update_reading(conn_t *c);
+
+/* ---- logging -------------------------------------------------------------------------- */
+
+static void log_conn_fields(log_line_t *l, const conn_t *c)
+{
+    log_uint(l, "conn", c->id);
+    log_str(l, "listener", c->lst->cfg->name);
+    log_str(l, "peer", c->peer);
+}
+
+static void log_refused(conn_t *c, const char *reason, const char *detail, const frame_t *f,
+                        const char *action)
+{
+    log_line_t l;
+    log_begin(&l, LOG_WARN, "refused");
+    log_conn_fields(&l, c);
+    log_str(&l, "subject", c->subject ? c->subject : "");
+    log_str(&l, "reason", reason);
+    log_str(&l, "detail", detail);
+    if (f != NULL) {
+        const char *ser = frame_serializer_name(f->serializer_id);
+        log_str(&l, "msg_type", frame_type_name(f->type));
+        log_uint(&l, "seq", f->seq);
+        if (ser != NULL)
+            log_str(&l, "serializer", ser);
+        else
+            log_uint(&l, "serializer", f->serializer_id);
+        log_uint(&l, "flags", f->flags);
+    }
+    log_str(&l, "action", action);
+    log_end(&l);
+}
+
+static void log_conn_open(conn_t *c)
+{
+    tls_identity_t id;
+    const char *sans[TLS_MAX_SANS];
+    log_line_t l;
+
+    tls_identity_from(c->ssl, &id);
+    for (size_t i = 0; i < id.n_sans; i++)
+        sans[i] = id.sans[i];
+    c->subject = strdup(id.subject);
+    log_begin(&l, LOG_INFO, "conn_open");
+    log_conn_fields(&l, c);
+    log_str(&l, "tls_version", SSL_get_version(c->ssl));
+    log_str(&l, "cipher", SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
+    log_bool(&l, "resumed", SSL_session_reused(c->ssl));
+    log_str(&l, "subject", id.subject);
+    log_str(&l, "issuer", id.issuer);
+    log_strlist(&l, "sans", sans, id.n_sans);
+    log_str(&l, "serial", id.serial);
+    log_str(&l, "sha256", id.sha256);
+    log_end(&l);
+}
+
+/* ---- closing -------------------------------------------------------------------------- */
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    conn_t *c = container_of(h, conn_t, timer);
+    server_t *srv = c->srv;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->n_conns--;
+    SSL_free(c->ssl); /* frees both memory BIOs */
+    buf_cleanup(&c->c2s);
+    free(c->subject);
+    free(c);
+}
+
+static void on_stream_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    if (--c->streams_open == 0)
+        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+static void close_stream(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, on_stream_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    close_stream((uv_handle_t *)req->handle);
+}
+
+/* close_stream_gracefully lets queued whole messages (and a TLS alert or close_notify) reach
+ * the peer before the handle closes; the linger timer bounds the wait. */
+static void close_stream_gracefully(uv_stream_t *s, uv_shutdown_t *req, size_t queued)
+{
+    if (queued == 0 || uv_shutdown(req, s, on_shutdown) != 0)
+        close_stream((uv_handle_t *)s);
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_t *c = container_of(t, conn_t, timer);
+    close_stream((uv_handle_t *)&c->client);
+    if (c->backend_created)
+        close_stream((uv_handle_t *)&c->backend);
+}
+
+static void conn_flush_tls(conn_t *c);
+
+void conn_close(conn_t *c, const char *reason)
+{
+    log_line_t l;
+
+    if (c->state == CONN_CLOSING)
+        return;
+    c->state = CONN_CLOSING;
+    c->close_reason = reason;
+    log_begin(&l, LOG_INFO, "conn_close");
+    log_conn_fields(&l, c);
+    log_str(&l, "reason", reason);
+    log_uint(&l, "bytes_in", c->bytes_in);
+    log_uint(&l, "bytes_out", c->bytes_out);
+    log_uint(&l, "duration_ms", uv_now(c->srv->loop) - c->started_ms);
+    log_end(&l);
+
+    if (c->client_reading)
+        uv_read_stop((uv_stream_t *)&c->client);
+    if (c->backend_reading)
+        uv_read_stop((uv_stream_t *)&c->backend);
+    c->client_reading = c->backend_reading = 0;
+
+    if (c->ssl != NULL) {
+        /* Say goodbye properly once the handshake is done; BoringSSL queues close_notify. */
+        if (SSL_is_init_finished(c->ssl))
+            SSL_shutdown(c->ssl);
+        conn_flush_tls(c);
+    }
+
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    close_stream_gracefully((uv_stream_t *)&c->client, &c->client_shutdown, c->client_queued);
+    if (c->backend_created) {
+        if (c->backend_connected)
+            close_stream_gracefully((uv_stream_t *)&c->backend, &c->backend_shutdown,
+                                    c->backend_queued);
+        else
+            close_stream((uv_handle_t *)&c->backend); /* cancels a pending connect */
+    }
+}
+
+/* ---- writing -------------------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq_t *w = container_of(req, wreq_t, req);
+    conn_t *c = w->c;
+    if (w->to_backend)
+        c->backend_queued -= w->len;
+    else
+        c->client_queued -= w->len;
+    int to_backend = w->to_backend;
+    free(w);
+    if (c->state == CONN_CLOSING)
+        return;
+    if (status < 0) {
+        conn_close(c, to_backend ? "backend_write_error" : "client_write_error");
+        return;
+    }
+    conn_update_reading(c);
+}
+
+/* conn_write queues a copy of |n| bytes towards one side. */
+static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return 1;
+    wreq_t *w = malloc(sizeof(*w) + n);
+    if (w == NULL)
+        return 0;
+    w->c = c;
+    w->to_backend = to_backend;
+    w->len = n;
+    memcpy(w->data, p, n);
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
+    uv_stream_t *s = to_backend ? (uv_stream_t *)&c->backend : (uv_stream_t *)&c->client;
+    if (uv_write(&w->req, s, &b, 1, on_write) != 0) {
+        free(w);
+        return 0;
+    }
+    if (to_backend)
+        c->backend_queued += n;
+    else
+        c->client_queued += n;
+    return 1;
+}
+
+/* conn_flush_tls sends whatever BoringSSL has written (records, alerts) to the client. */
+static void conn_flush_tls(conn_t *c)
+{
+    const uint8_t *data;
+    size_t len;
+    if (!BIO_mem_contents(c->net_out, &data, &len) || len == 0)
+        return;
+    int ok = conn_write(c, 0, data, len);
+    BIO_reset(c->net_out);
+    if (!ok && c->state != CONN_CLOSING)
+        conn_close(c, "client_write_error");
+}
+
+/* conn_send_plain encrypts |n| bytes for the client. A memory BIO never blocks, so SSL_write
+ * takes everything at once. */
+static int conn_send_plain(conn_t *c, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
+        int r = SSL_write(c->ssl, p, chunk);
+        if (r <= 0) {
+            ERR_clear_error();
+            return 0;
+        }
+        c->bytes_out += (uint64_t)r;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 1;
+}
+
+/* conn_send_built encrypts a message pyroguard built itself (a refusal). */
+static int conn_send_built(conn_t *c, CBB *cbb)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int ok = CBB_finish(cbb, &data, &len) && conn_send_plain(c, data, len);
+    OPENSSL_free(data);
+    return ok;
+}
+
+/* ---- flow control --------------------------------------------------------------------- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    /* Each read is consumed before the callback returns, so one buffer per loop thread is
+     * enough and idle connections cost no read buffer at all. */
+    static _Thread_local char scratch[READ_CHUNK];
+    *out = uv_buf_init(scratch, sizeof(scratch));
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+static void conn_update_reading(conn_t *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    int want_client = !c->client_eof && buf_room(&c->c2s) > 0 &&
+                      BIO_pending(c->net_in) < TLS_IN_HIGH_WATER &&
+                      c->backend_queued < WRITE_HIGH_WATER &&
+                      c->client_queued < WRITE_HIGH_WATER;
+    if (c->client_reading && !want_client) {
+        uv_read_stop((uv_stream_t *)&c->client);
+        c->client_reading = 0;
+    } else if (!c->client_reading && want_client &&
+               (c->backend_queued < WRITE_HIGH_WATER / 2 || c->backend_queued == 0)) {
+        if (uv_read_start((uv_stream_t *)&c->client, alloc_cb, on_client_read) == 0)
+            c->client_reading = 1;
+    }
+    if (!c->backend_connected)
+        return;
+    int want_backend = c->client_queued < WRITE_HIGH_WATER;
+    if (c->backend_reading && !want_backend) {
+        uv_read_stop((uv_stream_t *)&c->backend);
+        c->backend_reading = 0;
+    } else if (!c->backend_reading && want_backend && c->client_queued < WRITE_HIGH_WATER / 2) {
+        if (uv_read_start((uv_stream_t *)&c->backend, alloc_cb, on_backend_read) == 0)
+            c->backend_reading = 1;
+    }
+}
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+static void on_deadline(uv_timer_t *t);
+
+static void arm_timer(conn_t *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, on_deadline, ms, 0);
+}
+
+static void refuse_connect(conn_t *c, const char *reason, const char *detail, const frame_t *f);
+
+static void on_deadline(uv_timer_t *t)
+{
+    conn_t *c = container_of(t, conn_t, timer);
+    const config_t *cfg = c->srv->cfg;
+    uint64_t now = uv_now(c->srv->loop);
+
+    switch (c->state) {
+    case CONN_HANDSHAKE: {
+        log_line_t l;
+        log_begin(&l, LOG_WARN, "tls_fail");
+        log_conn_fields(&l, c);
+        log_str(&l, "reason", "handshake_timeout");
+        log_str(&l, "detail", "no complete TLS handshake within limits.handshake_timeout");
+        log_end(&l);
+        conn_close(c, "handshake_timeout");
+        return;
+    }
+    case CONN_DIALING:
+        refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
+        return;
+    case CONN_AWAIT_CONNECT:
+    case CONN_AWAIT_CONNECTOK:
+    case CONN_READY: {
+        /* Idle means nothing moved and no call is waiting for its reply: a long-running call
+         * is never cut by the idle timeout. */
+        uint64_t idle = now - c->last_activity_ms;
+        if (c->outstanding == 0 && idle >= cfg->limits.idle_timeout_ms) {
+            conn_close(c, "idle_timeout");
+            return;
+        }
+        uint64_t wait = c->outstanding ? cfg->limits.idle_timeout_ms
+                                       : cfg->limits.idle_timeout_ms - idle;
+        arm_timer(c, wait);
+        return;
+    }
+    case CONN_CLOSING:
+        return;
+    }
+}
+
+/* ---- refusals ------------------------------------------------------------------------- */
+
+/* refuse_connect answers a refused or unserviceable CONNECT with a CONNECTFAIL in Pyro's own
+ * terms and closes (the daemon closes after CONNECTFAIL too, PROTOCOL.md §1). */
+static void refuse_connect(conn_t *c, const char *reason, const char *detail, const frame_t *f)
+{
+    CBB cbb;
+    log_refused(c, reason, detail, f, "connectfail");
+    if (CBB_init(&cbb, 128)) {
+        if (reply_connectfail(&cbb, f ? f->seq : c->connect_seq, detail))
+            conn_send_built(c, &cbb);
+        CBB_cleanup(&cbb);
+    }
+    conn_close(c, reason);
+}
+
+/* refuse_close handles input that cannot be answered in Pyro's terms (broken framing, a
+ * second CONNECT): Pyro itself drops such connections without a reply (PROTOCOL.md §1). */
+static void refuse_close(conn_t *c, const char *reason, const char *detail, const frame_t *f)
+{
+    log_refused(c, reason, detail, f, "closed");
+    conn_close(c, reason);
+}
+
+static void refuse_invoke(conn_t *c, const frame_t *f, const inspect_result_t *r)
+{
+    CBB cbb;
+    if (f->type == MSG_INVOKE && (f->flags & FLAG4_ONEWAY)) {
+        /* Pyro never answers a ONEWAY call; an answer would desynchronise the client. */
+        log_refused(c, r->reason, r->detail, f, "dropped_oneway");
+        return;
+    }
+    if (!CBB_init(&cbb, 256)) {
+        refuse_close(c, r->reason, r->detail, f);
+        return;
+    }
+    if (!reply_security_error(&cbb, f->seq, f->serializer_id, r->detail)) {
+        /* No serializer to answer in: the daemon would drop the connection as well. */
+        CBB_cleanup(&cbb);
+        refuse_close(c, r->reason, r->detail, f);
+        return;
+    }
+    log_refused(c, r->reason, r->detail, f, "exception_reply");
+    if (!conn_send_built(c, &cbb)) {
+        CBB_cleanup(&cbb);
+        conn_close(c, "internal_error");
+        return;
+    }
+    CBB_cleanup(&cbb);
+}
+
+/* ---- backend -------------------------------------------------------------------------- */
+
+static void on_backend_connect(uv_connect_t *req, int status)
+{
+    conn_t *c = req->data;
+    frame_t f;
+    frame_error_t err;
+
+    if (c->state != CONN_DIALING)
+        return; /* closing: the connect was cancelled */
+    if (status < 0) {
+        log_line_t l;
+        log_begin(&l, LOG_ERROR, "backend_fail");
+        log_conn_fields(&l, c);
+        log_str(&l, "backend", c->lst->cfg->backend.text);
+        log_str(&l, "detail", uv_strerror(status));
+        log_end(&l);
+        refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
+        return;
+    }
+    c->backend_connected = 1;
+    uv_tcp_nodelay(&c->backend, 1);
+    /* The CONNECT was judged and held in c2s while dialling; forward it whole now. */
+    if (frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes, &f,
+                    &err) != FRAME_OK ||
+        !conn_write(c, 1, buf_peek(&c->c2s), f.total_len)) {
+        conn_close(c, "internal_error");
+        return;
+    }
+    buf_consume(&c->c2s, f.total_len);
+    c->outstanding = 1;
+    c->state = CONN_AWAIT_CONNECTOK;
+    c->last_activity_ms = uv_now(c->srv->loop);
+    arm_timer(c, c->srv->cfg->limits.idle_timeout_ms);
+    conn_update_reading(c);
+}
+
+static void conn_dial(conn_t *c)
+{
+    server_t *srv = c->srv;
+    int r = uv_tcp_init(srv->loop, &c->backend);
+    if (r != 0) {
+        refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
+        return;
+    }
+    c->backend.data = c;
+    c->backend_created = 1;
+    c->streams_open++;
+    c->state = CONN_DIALING;
+    c->connect_req.data = c;
+    r = uv_tcp_connect(&c->connect_req, &c->backend,
+                       (const struct sockaddr *)&c->lst->cfg->backend.addr, on_backend_connect);
+    if (r != 0) {
+        refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
+        return;
+    }
+    arm_timer(c, srv->cfg->limits.backend_connect_timeout_ms);
+}
+
+static void backend_protocol_error(conn_t *c, const char *detail)
+{
+    log_line_t l;
+    log_begin(&l, LOG_ERROR, "backend_protocol_error");
+    log_conn_fields(&l, c);
+    log_str(&l, "detail", detail);
+    log_end(&l);
+    conn_close(c, "backend_protocol_error");
+}
+
+/* s2c_frame_done runs when a whole reply has been passed to the client. */
+static void s2c_frame_done(conn_t *c)
+{
+    c->outstanding--;
+    if (c->close_after_reply) {
+        conn_close(c, "backend_connectfail");
+        return;
+    }
+    if (c->outstanding == 0) {
+        if (c->client_eof && buf_len(&c->c2s) == 0) {
+            conn_close(c, "client_closed");
+            return;
+        }
+        conn_process_c2s(c); /* requests the client sent meanwhile */
+    }
+}
+
+/* s2c_header checks one reply header against the connection state. */
+static int s2c_header(conn_t *c)
+{
+    frame_t f;
+    frame_error_t err;
+    if (frame_parse_header(c->s2c_hdr, FRAME4_HEADER_LEN, S2C_MAX_MESSAGE, &f, &err) !=
+        FRAME_OK) {
+        backend_protocol_error(c, frame_error_reason(err));
+        return 0;
+    }
+    if (c->outstanding == 0) {
+        backend_protocol_error(c, "reply without a request");
+        return 0;
+    }
+    if (c->state == CONN_AWAIT_CONNECTOK) {
+        if (f.type == MSG_CONNECTOK) {
+            c->state = CONN_READY;
+        } else if (f.type == MSG_CONNECTFAIL) {
+            c->close_after_reply = 1;
+        } else {
+            backend_protocol_error(c, "expected CONNECTOK or CONNECTFAIL");
+            return 0;
+        }
+    } else if (f.type != MSG_RESULT && f.type != MSG_PING) {
+        backend_protocol_error(c, "expected RESULT or PING");
+        return 0;
+    }
+    c->s2c_left = f.total_len - FRAME4_HEADER_LEN;
+    return 1;
+}
+
+static void conn_s2c(conn_t *c, const uint8_t *p, size_t n)
+{
+    while (n > 0 && c->state != CONN_CLOSING) {
+        if (c->s2c_left == 0) {
+            size_t take = FRAME4_HEADER_LEN - c->s2c_hdr_len;
+            if (take > n)
+                take = n;
+            memcpy(c->s2c_hdr + c->s2c_hdr_len, p, take);
+            c->s2c_hdr_len += take;
+            p += take;
+            n -= take;
+            if (c->s2c_hdr_len < FRAME4_HEADER_LEN)
+                break;
+            c->s2c_hdr_len = 0;
+            if (!s2c_header(c))
+                return;
+            if (!conn_send_plain(c, c->s2c_hdr, FRAME4_HEADER_LEN)) {
+                conn_close(c, "internal_error");
+                return;
+            }
+            if (c->s2c_left == 0)
+                s2c_frame_done(c);
+            continue;
+        }
+        size_t take = c->s2c_left < n ? (size_t)c->s2c_left : n;
+        if (!conn_send_plain(c, p, take)) {
+            conn_close(c, "internal_error");
+            return;
+        }
+        c->s2c_left -= take;
+        p += take;
+        n -= take;
+        if (c->s2c_left == 0)
+            s2c_frame_done(c);
+    }
+}
+
+static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    conn_t *c = container_of(s, conn_t, backend);
+    if (nread == 0 || c->state == CONN_CLOSING)
+        return;
+    if (nread < 0) {
+        /* A reply cut short cannot be completed; one never started is simply not coming. */
+        conn_close(c, nread == UV_EOF ? "backend_closed" : "backend_read_error");
+        return;
+    }
+    c->last_activity_ms = uv_now(c->srv->loop);
+    conn_s2c(c, (const uint8_t *)b->base, (size_t)nread);
+    if (c->state == CONN_CLOSING)
+        return;
+    conn_flush_tls(c);
+    conn_update_reading(c);
+}
+
+/* ---- client --------------------------------------------------------------------------- */
+
+/* handle_connect judges the first message. Allowed: dial the backend, holding the CONNECT. */
+static void handle_connect(conn_t *c, const frame_t *f)
+{
+    inspect_result_t r;
+    char detail[128];
+
+    if (f->type != MSG_CONNECT) {
+        /* Pyro answers this with CONNECTFAIL "invalid msg type" (PROTOCOL.md §1). */
+        snprintf(detail, sizeof(detail), "pyroguard: expected CONNECT, got %s",
+                 frame_type_name(f->type));
+        refuse_connect(c, "unexpected_message", detail, f);
+        return;
+    }
+    c->connect_seq = f->seq;
+    if (inspect_request(c->srv->cfg, f, &r) != INSPECT_ALLOW) {
+        refuse_connect(c, r.reason, r.detail, f);
+        return;
+    }
+    conn_dial(c);
+}
+
+static void handle_request(conn_t *c, const frame_t *f)
+{
+    inspect_result_t r;
+    char detail[128];
+
+    if (f->type != MSG_INVOKE && f->type != MSG_PING) {
+        /* A second CONNECT or a reply type from a client: the daemon drops the connection
+         * without answering (PROTOCOL.md §1). */
+        snprintf(detail, sizeof(detail), "pyroguard: unexpected %s after the handshake",
+                 frame_type_name(f->type));
+        refuse_close(c, "unexpected_message", detail, f);
+        return;
+    }
+    if (inspect_request(c->srv->cfg, f, &r) != INSPECT_ALLOW) {
+        refuse_invoke(c, f, &r);
+        buf_consume(&c->c2s, f->total_len);
+        return;
+    }
+    if (!conn_write(c, 1, buf_peek(&c->c2s), f->total_len)) {
+        conn_close(c, "backend_write_error");
+        return;
+    }
+    buf_consume(&c->c2s, f->total_len);
+    if (!(f->type == MSG_INVOKE && (f->flags & FLAG4_ONEWAY)))
+        c->outstanding++;
+}
+
+/* conn_process_c2s judges whole client messages one at a time. While a forwarded request
+ * waits for its reply nothing else is judged, so a refusal injected later is always at a
+ * frame boundary and in request order (PROTOCOL.md §1: the daemon is strictly sequential). */
+static void conn_process_c2s(conn_t *c)
+{
+    frame_t f;
+    frame_error_t err;
+    const config_t *cfg = c->srv->cfg;
+
+    while ((c->state == CONN_AWAIT_CONNECT || c->state == CONN_READY) && c->outstanding == 0 &&
+           buf_len(&c->c2s) > 0) {
+        frame_status_t st =
+            frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), cfg->pyro.max_message_bytes, &f, &err);
+        if (st == FRAME_NEED_MORE)
+            break;
+        if (st == FRAME_ERROR) {
+            char detail[160];
+            snprintf(detail, sizeof(detail), "pyroguard: malformed Pyro message (%s)",
+                     frame_error_reason(err));
+            /* Header fields are worth logging when the header itself parsed. */
+            int have_header = err == FRAME_ERR_NEGATIVE_LENGTH || err == FRAME_ERR_TOO_LARGE ||
+                              err == FRAME_ERR_ANNOTATIONS;
+            refuse_close(c, frame_error_reason(err), detail, have_header ? &f : NULL);
+            return;
+        }
+        if (c->state == CONN_AWAIT_CONNECT)
+            handle_connect(c, &f);
+        else
+            handle_request(c, &f);
+    }
+    if (c->state == CONN_CLOSING)
+        return;
+    if (c->client_eof && c->outstanding == 0 && c->state != CONN_DIALING) {
+        conn_close(c, buf_len(&c->c2s) ? "client_closed_mid_message" : "client_closed");
+        return;
+    }
+    conn_flush_tls(c);
+    conn_update_reading(c);
+}
+
+/* conn_tls_read moves decrypted client bytes into c2s while there is room. */
+static void conn_tls_read(conn_t *c)
+{
+    uint8_t tmp[16384];
+    while (buf_room(&c->c2s) > 0) {
+        size_t want = buf_room(&c->c2s) < sizeof(tmp) ? buf_room(&c->c2s) : sizeof(tmp);
+        int r = SSL_read(c->ssl, tmp, (int)want);
+        if (r > 0) {
+            buf_append(&c->c2s, tmp, (size_t)r);
+            c->bytes_in += (uint64_t)r;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            return;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            c->client_eof = 1; /* close_notify */
+            return;
+        }
+        char detail[128];
+        uint32_t code = ERR_peek_last_error();
+        snprintf(detail, sizeof(detail), "%s",
+                 code ? ERR_reason_error_string(code) : "TLS record error");
+        ERR_clear_error();
+        log_line_t l;
+        log_begin(&l, LOG_WARN, "tls_error");
+        log_conn_fields(&l, c);
+        log_str(&l, "detail", detail);
+        log_end(&l);
+        conn_flush_tls(c); /* the alert */
+        conn_close(c, "tls_error");
+        return;
+    }
+}
+
+static void conn_handshake_done(conn_t *c)
+{
+    c->state = CONN_AWAIT_CONNECT;
+    log_conn_open(c);
+    c->last_activity_ms = uv_now(c->srv->loop);
+    arm_timer(c, c->srv->cfg->limits.idle_timeout_ms);
+}
+
+static void conn_handshake(conn_t *c)
+{
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        conn_flush_tls(c);
+        conn_handshake_done(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        conn_flush_tls(c);
+        return;
+    }
+    char detail[160];
+    const char *reason = tls_failure_reason(c->ssl, detail, sizeof(detail));
+    log_line_t l;
+    log_begin(&l, LOG_WARN, "tls_fail");
+    log_conn_fields(&l, c);
+    log_str(&l, "reason", reason);
+    log_str(&l, "detail", detail);
+    log_end(&l);
+    conn_flush_tls(c); /* the alert BoringSSL chose: unknown_ca, certificate_expired… */
+    conn_close(c, reason);
+}
+
+static void conn_pump(conn_t *c)
+{
+    if (c->state == CONN_HANDSHAKE) {
+        conn_handshake(c);
+        if (c->state == CONN_HANDSHAKE || c->state == CONN_CLOSING) {
+            conn_update_reading(c);
+            return;
+        }
+    }
+    conn_tls_read(c);
+    if (c->state == CONN_CLOSING)
+        return;
+    conn_process_c2s(c);
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    conn_t *c = container_of(s, conn_t, client);
+    if (nread == 0 || c->state == CONN_CLOSING)
+        return;
+    if (nread < 0) {
+        if (c->state == CONN_HANDSHAKE) {
+            log_line_t l;
+            log_begin(&l, LOG_INFO, "tls_fail");
+            log_conn_fields(&l, c);
+            log_str(&l, "reason", "peer_closed");
+            log_str(&l, "detail", nread == UV_EOF ? "connection closed during the handshake"
+                                                  : uv_strerror((int)nread));
+            log_end(&l);
+            conn_close(c, "peer_closed");
+            return;
+        }
+        uv_read_stop(s);
+        c->client_reading = 0;
+        c->client_eof = 1;
+        if (nread != UV_EOF) {
+            conn_close(c, "client_read_error");
+            return;
+        }
+        conn_pump(c);
+        return;
+    }
+    c->last_activity_ms = uv_now(c->srv->loop);
+    BIO_write(c->net_in, b->base, (int)nread);
+    conn_pump(c);
+}
+
+/* ---- accept --------------------------------------------------------------------------- */
+
+static void on_rejected_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void reject_over_limit(listener_t *l)
+{
+    uv_tcp_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        return;
+    if (uv_tcp_init(l->srv->loop, t) != 0) {
+        free(t);
+        return;
+    }
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)t) == 0) {
+        log_line_t line;
+        log_begin(&line, LOG_WARN, "conn_rejected");
+        log_str(&line, "listener", l->cfg->name);
+        log_str(&line, "reason", "max_connections");
+        log_end(&line);
+    }
+    uv_close((uv_handle_t *)t, on_rejected_closed);
+}
+
+static void peer_name(uv_tcp_t *t, char *out, size_t out_len)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    snprintf(out, out_len, "unknown");
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        uv_ip4_name(in, ip, sizeof(ip));
+        snprintf(out, out_len, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        uv_ip6_name(in6, ip, sizeof(ip));
+        snprintf(out, out_len, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+    }
+}
+
+void conn_accept(listener_t *l)
+{
+    server_t *srv = l->srv;
+    const config_t *cfg = srv->cfg;
+
+    if (srv->n_conns >= cfg->limits.max_connections) {
+        reject_over_limit(l);
+        return;
+    }
+    conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        reject_over_limit(l);
+        return;
+    }
+    c->srv = srv;
+    c->lst = l;
+    c->id = ++srv->next_conn_id;
+    c->state = CONN_HANDSHAKE;
+    buf_init(&c->c2s, cfg->pyro.max_message_bytes + FRAME4_HEADER_LEN);
+    if (uv_tcp_init(srv->loop, &c->client) != 0)
+        goto free_conn;
+    c->client.data = c;
+    c->streams_open = 1;
+    uv_timer_init(srv->loop, &c->timer);
+    c->timer.data = c;
+
+    /* Linked in now: from here on the close callbacks own the memory. */
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->n_conns++;
+    c->started_ms = c->last_activity_ms = uv_now(srv->loop);
+
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->client) != 0) {
+        conn_close(c, "accept_failed");
+        return;
+    }
+    peer_name(&c->client, c->peer, sizeof(c->peer));
+    uv_tcp_nodelay(&c->client, 1);
+
+    c->ssl = SSL_new(srv->ssl_ctx);
+    c->net_in = BIO_new(BIO_s_mem());
+    c->net_out = BIO_new(BIO_s_mem());
+    if (c->ssl == NULL || c->net_in == NULL || c->net_out == NULL) {
+        BIO_free(c->net_in);
+        BIO_free(c->net_out);
+        c->net_in = c->net_out = NULL;
+        conn_close(c, "out_of_memory");
+        return;
+    }
+    SSL_set_bio(c->ssl, c->net_in, c->net_out); /* the SSL now owns both */
+    SSL_set_accept_state(c->ssl);
+    tls_conn_setup(c->ssl);
+    arm_timer(c, cfg->limits.handshake_timeout_ms);
+    conn_update_reading(c);
+    return;
+
+free_conn:
+    buf_cleanup(&c->c2s);
+    free(c);
+    reject_over_limit(l);
+}
+
+void conn_close_all(server_t *srv, const char *reason)
+{
+    conn_t *c = srv->conns;
+    while (c != NULL) {
+        conn_t *next = c->next;
+        conn_close(c, reason);
+        c = next;
+    }
+}

@@ -1,0 +1,224 @@
+#include "log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static log_level_t g_level = LOG_INFO;
+static int g_fd = 2;
+
+/* Room kept free at the end of every line for `,"truncated":true}\n`. */
+#define LOG_TAIL_RESERVE 32
+
+void log_set_level(log_level_t level)
+{
+    g_level = level;
+}
+
+void log_set_fd(int fd)
+{
+    g_fd = fd;
+}
+
+int log_enabled(log_level_t level)
+{
+    return level <= g_level;
+}
+
+const char *log_level_name(log_level_t level)
+{
+    switch (level) {
+    case LOG_ERROR:
+        return "error";
+    case LOG_WARN:
+        return "warn";
+    case LOG_INFO:
+        return "info";
+    case LOG_DEBUG:
+        return "debug";
+    }
+    return "info";
+}
+
+/* put_raw writes all of |s| or, once the line is full, nothing more at all: log_end then
+ * closes whatever string or array was open, so a truncated line is still valid JSON. */
+static void put_raw(log_line_t *l, const char *s, size_t n)
+{
+    if (!l->enabled || l->truncated)
+        return;
+    if (n > LOG_LINE_MAX - LOG_TAIL_RESERVE - l->len) {
+        l->truncated = 1;
+        return;
+    }
+    memcpy(l->text + l->len, s, n);
+    l->len += n;
+}
+
+static void put_cstr(log_line_t *l, const char *s)
+{
+    put_raw(l, s, strlen(s));
+}
+
+/* put_escaped writes a JSON string body. Bytes outside printable ASCII become \u00XX, so the
+ * line is valid JSON and valid UTF-8 whatever the client sent. */
+static void put_escaped(log_line_t *l, const uint8_t *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        char esc[7];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            put_raw(l, esc, 2);
+        } else if (c >= 0x20 && c < 0x7f) {
+            put_raw(l, (const char *)&s[i], 1);
+        } else {
+            esc[0] = '\\';
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            put_raw(l, esc, 6);
+        }
+        if (l->truncated)
+            return;
+    }
+}
+
+static void put_key(log_line_t *l, const char *key)
+{
+    put_raw(l, ",\"", 2);
+    put_cstr(l, key);
+    put_raw(l, "\":", 2);
+}
+
+void log_begin(log_line_t *l, log_level_t level, const char *event)
+{
+    struct timeval tv;
+    struct tm tm;
+    char ts[64];
+
+    l->len = 0;
+    l->truncated = 0;
+    l->in_string = 0;
+    l->in_array = 0;
+    l->enabled = log_enabled(level);
+    if (!l->enabled)
+        return;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+    put_cstr(l, "{\"ts\":\"");
+    put_cstr(l, ts);
+    put_cstr(l, "\",\"level\":\"");
+    put_cstr(l, log_level_name(level));
+    put_cstr(l, "\",\"event\":\"");
+    put_escaped(l, (const uint8_t *)event, strlen(event));
+    put_raw(l, "\"", 1);
+}
+
+void log_str(log_line_t *l, const char *key, const char *value)
+{
+    if (value == NULL) {
+        put_key(l, key);
+        put_cstr(l, "null");
+        return;
+    }
+    log_strn(l, key, (const uint8_t *)value, strlen(value));
+}
+
+void log_strn(log_line_t *l, const char *key, const uint8_t *value, size_t n)
+{
+    put_key(l, key);
+    put_raw(l, "\"", 1);
+    l->in_string = 1;
+    put_escaped(l, value, n);
+    put_raw(l, "\"", 1);
+    if (!l->truncated)
+        l->in_string = 0;
+}
+
+void log_int(log_line_t *l, const char *key, int64_t value)
+{
+    char num[32];
+    snprintf(num, sizeof(num), "%" PRId64, value);
+    put_key(l, key);
+    put_cstr(l, num);
+}
+
+void log_uint(log_line_t *l, const char *key, uint64_t value)
+{
+    char num[32];
+    snprintf(num, sizeof(num), "%" PRIu64, value);
+    put_key(l, key);
+    put_cstr(l, num);
+}
+
+void log_bool(log_line_t *l, const char *key, int value)
+{
+    put_key(l, key);
+    put_cstr(l, value ? "true" : "false");
+}
+
+void log_strlist(log_line_t *l, const char *key, const char *const *values, size_t n)
+{
+    put_key(l, key);
+    put_raw(l, "[", 1);
+    l->in_array = 1;
+    for (size_t i = 0; i < n && !l->truncated; i++) {
+        if (i > 0)
+            put_raw(l, ",", 1);
+        put_raw(l, "\"", 1);
+        l->in_string = 1;
+        put_escaped(l, (const uint8_t *)values[i], strlen(values[i]));
+        put_raw(l, "\"", 1);
+        if (!l->truncated)
+            l->in_string = 0;
+    }
+    put_raw(l, "]", 1);
+    if (!l->truncated)
+        l->in_array = 0;
+}
+
+void log_end(log_line_t *l)
+{
+    if (!l->enabled)
+        return;
+    /* The reserve guarantees room for the closing text even after truncation. */
+    static const char trunc_tail[] = ",\"truncated\":true}\n";
+    if (l->truncated) {
+        if (l->in_string)
+            l->text[l->len++] = '"';
+        if (l->in_array)
+            l->text[l->len++] = ']';
+        memcpy(l->text + l->len, trunc_tail, sizeof(trunc_tail) - 1);
+        l->len += sizeof(trunc_tail) - 1;
+    } else {
+        l->text[l->len++] = '}';
+        l->text[l->len++] = '\n';
+    }
+    size_t done = 0;
+    while (done < l->len) {
+        ssize_t w = write(g_fd, l->text + done, l->len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+}
+
+void log_msg(log_level_t level, const char *event, const char *msg)
+{
+    log_line_t l;
+    log_begin(&l, level, event);
+    log_str(&l, "msg", msg);
+    log_end(&l);
+}
