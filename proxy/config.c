@@ -40,7 +40,10 @@ typedef struct {
     const char *unit; /* "bytes", "milliseconds" or "" */
 } cfg_range_t;
 
-#define CFG_TABLE_END {NULL, NULL, 0, 0, NULL}
+#define CFG_TABLE_END                                                                              \
+    {                                                                                              \
+        NULL, NULL, 0, 0, NULL                                                                     \
+    }
 
 static config_mark_t node_mark(const yaml_node_t *node)
 {
@@ -79,11 +82,10 @@ void config_errors_free(config_errors_t *errs)
     memset(errs, 0, sizeof(*errs));
 }
 
-static void cfg_err(cfg_ctx_t *ctx, const yaml_node_t *node, const char *path, const char *fmt,
-                    ...) __attribute__((format(printf, 4, 5)));
+static void cfg_err(cfg_ctx_t *ctx, const yaml_node_t *node, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void cfg_err(cfg_ctx_t *ctx, const yaml_node_t *node, const char *path, const char *fmt,
-                    ...)
+static void cfg_err(cfg_ctx_t *ctx, const yaml_node_t *node, const char *path, const char *fmt, ...)
 {
     char reason[512];
     va_list ap;
@@ -319,9 +321,9 @@ static int parse_serializers(cfg_ctx_t *ctx, yaml_node_t *node, void *field, con
         uint16_t id;
         int dangerous;
     } known[] = {
-        {"serpent", SER4_SERPENT, 0}, {"json", SER4_JSON, 0},
-        {"marshal", SER4_MARSHAL, 0}, {"msgpack", SER4_MSGPACK, 0},
-        {"pickle", SER4_PICKLE, 1},   {"dill", SER4_DILL, 1},
+        {"serpent", SER4_SERPENT, 0},         {"json", SER4_JSON, 0},
+        {"marshal", SER4_MARSHAL, 0},         {"msgpack", SER4_MSGPACK, 0},
+        {"pickle", SER4_PICKLE, 1},           {"dill", SER4_DILL, 1},
         {"cloudpickle", SER4_CLOUDPICKLE, 1},
     };
     uint32_t mask = 0;
@@ -333,8 +335,8 @@ static int parse_serializers(cfg_ctx_t *ctx, yaml_node_t *node, void *field, con
         return 0;
     }
     size_t i = 0;
-    for (yaml_node_item_t *it = node->data.sequence.items.start;
-         it < node->data.sequence.items.top; it++, i++) {
+    for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
+         it++, i++) {
         yaml_node_t *item = yaml_document_get_node(ctx->doc, *it);
         snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
         const char *s = scalar(ctx, item, item_path, "a serializer name");
@@ -380,13 +382,12 @@ static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
     char item_path[256];
 
     if (node->type != YAML_SEQUENCE_NODE) {
-        cfg_err(ctx, node, path, "expected a list of protocol versions, got %s",
-                node_kind(node));
+        cfg_err(ctx, node, path, "expected a list of protocol versions, got %s", node_kind(node));
         return 0;
     }
     size_t i = 0;
-    for (yaml_node_item_t *it = node->data.sequence.items.start;
-         it < node->data.sequence.items.top; it++, i++) {
+    for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
+         it++, i++) {
         yaml_node_t *item = yaml_document_get_node(ctx->doc, *it);
         snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
         const char *s = scalar(ctx, item, item_path, "4");
@@ -562,10 +563,11 @@ static const cfg_range_t kMessageBytes = {64, 0x7fffffffu, "bytes"};
 static const cfg_range_t kConnections = {1, 1000000, ""};
 static const cfg_range_t kTimeout = {1, 86400000, "milliseconds"};
 
-#define TLS_FIELD(f)    (offsetof(config_t, tls) + offsetof(__typeof__(((config_t *)0)->tls), f))
-#define PYRO_FIELD(f)   (offsetof(config_t, pyro) + offsetof(__typeof__(((config_t *)0)->pyro), f))
-#define LIMITS_FIELD(f) (offsetof(config_t, limits) + offsetof(__typeof__(((config_t *)0)->limits), f))
-#define LOG_FIELD(f)    (offsetof(config_t, log) + offsetof(__typeof__(((config_t *)0)->log), f))
+#define TLS_FIELD(f)  (offsetof(config_t, tls) + offsetof(__typeof__(((config_t *)0)->tls), f))
+#define PYRO_FIELD(f) (offsetof(config_t, pyro) + offsetof(__typeof__(((config_t *)0)->pyro), f))
+#define LIMITS_FIELD(f)                                                                            \
+    (offsetof(config_t, limits) + offsetof(__typeof__(((config_t *)0)->limits), f))
+#define LOG_FIELD(f) (offsetof(config_t, log) + offsetof(__typeof__(((config_t *)0)->log), f))
 
 /* Section tables use offsets from the start of config_t; parse_section passes the same base. */
 static const cfg_key_t kTlsKeys[] = {
@@ -600,12 +602,9 @@ static const cfg_key_t kLogKeys[] = {
 };
 
 static const cfg_key_t kTopKeys[] = {
-    {"listeners", parse_listeners, 0, 1, NULL},
-    {"tls", parse_section, 0, 1, kTlsKeys},
-    {"pyro", parse_section, 0, 0, kPyroKeys},
-    {"limits", parse_section, 0, 0, kLimitsKeys},
-    {"log", parse_section, 0, 0, kLogKeys},
-    CFG_TABLE_END,
+    {"listeners", parse_listeners, 0, 1, NULL}, {"tls", parse_section, 0, 1, kTlsKeys},
+    {"pyro", parse_section, 0, 0, kPyroKeys},   {"limits", parse_section, 0, 0, kLimitsKeys},
+    {"log", parse_section, 0, 0, kLogKeys},     CFG_TABLE_END,
 };
 
 /* parse_map checks that |node| is a mapping whose keys all appear in |table| exactly once,

@@ -64,10 +64,10 @@ struct conn {
     BIO *net_in;  /* ciphertext from the client, read by BoringSSL */
     BIO *net_out; /* ciphertext BoringSSL produced, to send to the client */
 
-    buf_t c2s;               /* decrypted client bytes not yet judged; capped at one message */
-    size_t client_queued;    /* bytes in flight towards the client */
-    size_t backend_queued;   /* bytes in flight towards the backend */
-    unsigned outstanding;    /* forwarded requests whose reply has not fully passed */
+    buf_t c2s;             /* decrypted client bytes not yet judged; capped at one message */
+    size_t client_queued;  /* bytes in flight towards the client */
+    size_t backend_queued; /* bytes in flight towards the backend */
+    unsigned outstanding;  /* forwarded requests whose reply has not fully passed */
     uint16_t connect_seq;
 
     /* Server-to-client framing: replies are passed through as they arrive, but every frame
@@ -356,8 +356,7 @@ static void conn_update_reading(conn_t *c)
         return;
     int want_client = !c->client_eof && buf_room(&c->c2s) > 0 &&
                       BIO_pending(c->net_in) < TLS_IN_HIGH_WATER &&
-                      c->backend_queued < WRITE_HIGH_WATER &&
-                      c->client_queued < WRITE_HIGH_WATER;
+                      c->backend_queued < WRITE_HIGH_WATER && c->client_queued < WRITE_HIGH_WATER;
     if (c->client_reading && !want_client) {
         uv_read_stop((uv_stream_t *)&c->client);
         c->client_reading = 0;
@@ -419,8 +418,8 @@ static void on_deadline(uv_timer_t *t)
             conn_close(c, "idle_timeout");
             return;
         }
-        uint64_t wait = c->outstanding ? cfg->limits.idle_timeout_ms
-                                       : cfg->limits.idle_timeout_ms - idle;
+        uint64_t wait =
+            c->outstanding ? cfg->limits.idle_timeout_ms : cfg->limits.idle_timeout_ms - idle;
         arm_timer(c, wait);
         return;
     }
@@ -436,6 +435,13 @@ static void on_deadline(uv_timer_t *t)
 static void refuse_connect(conn_t *c, const char *reason, const char *detail, const frame_t *f)
 {
     CBB cbb;
+    frame_t held;
+    frame_error_t err;
+    /* While dialling, the allowed CONNECT is still held whole in c2s: log its header. */
+    if (f == NULL && c->state == CONN_DIALING &&
+        frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes,
+                    &held, &err) == FRAME_OK)
+        f = &held;
     log_refused(c, reason, detail, f, "connectfail");
     if (CBB_init(&cbb, 128)) {
         if (reply_connectfail(&cbb, f ? f->seq : c->connect_seq, detail))
@@ -571,8 +577,7 @@ static int s2c_header(conn_t *c)
 {
     frame_t f;
     frame_error_t err;
-    if (frame_parse_header(c->s2c_hdr, FRAME4_HEADER_LEN, S2C_MAX_MESSAGE, &f, &err) !=
-        FRAME_OK) {
+    if (frame_parse_header(c->s2c_hdr, FRAME4_HEADER_LEN, S2C_MAX_MESSAGE, &f, &err) != FRAME_OK) {
         backend_protocol_error(c, frame_error_reason(err));
         return 0;
     }
@@ -836,8 +841,9 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             log_begin(&l, LOG_INFO, "tls_fail");
             log_conn_fields(&l, c);
             log_str(&l, "reason", "peer_closed");
-            log_str(&l, "detail", nread == UV_EOF ? "connection closed during the handshake"
-                                                  : uv_strerror((int)nread));
+            log_str(&l, "detail",
+                    nread == UV_EOF ? "connection closed during the handshake"
+                                    : uv_strerror((int)nread));
             log_end(&l);
             conn_close(c, "peer_closed");
             return;

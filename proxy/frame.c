@@ -34,8 +34,8 @@ static int check_prefix(const uint8_t *buf, size_t len, frame_error_t *out_err)
     return 1;
 }
 
-frame_status_t frame_parse_header(const uint8_t *buf, size_t len, size_t max_message,
-                                  frame_t *out, frame_error_t *out_err)
+frame_status_t frame_parse_header(const uint8_t *buf, size_t len, size_t max_message, frame_t *out,
+                                  frame_error_t *out_err)
 {
     CBS cbs, magic;
     uint16_t reserved;

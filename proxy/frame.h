@@ -80,9 +80,9 @@ typedef struct {
     uint16_t checksum;
     uint32_t data_len; /* validated non-negative */
     uint16_t ann_len;
-    CBS annotations;   /* the raw annotation block */
-    CBS payload;       /* the raw (maybe compressed) payload */
-    size_t total_len;  /* header + annotations + payload */
+    CBS annotations;  /* the raw annotation block */
+    CBS payload;      /* the raw (maybe compressed) payload */
+    size_t total_len; /* header + annotations + payload */
 } frame_t;
 
 typedef struct {
@@ -102,8 +102,8 @@ frame_status_t frame_parse(const uint8_t *buf, size_t len, size_t max_message, f
  * header is complete and valid, with |out->total_len| the full message size; payload and
  * annotation views are not set. Used for the server-to-client stream, which is forwarded as
  * it arrives rather than buffered whole. */
-frame_status_t frame_parse_header(const uint8_t *buf, size_t len, size_t max_message,
-                                  frame_t *out, frame_error_t *out_err);
+frame_status_t frame_parse_header(const uint8_t *buf, size_t len, size_t max_message, frame_t *out,
+                                  frame_error_t *out_err);
 
 /* frame_annotation_next reads the next chunk from |*anns| into |*out|. It returns 1 on
  * success and 0 at the end or on a malformed chunk (check CBS_len(anns) == 0 for the end). */

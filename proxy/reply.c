@@ -51,8 +51,8 @@ static int encode_serpent(CBB *out, const char *m, size_t n)
 static int encode_json(CBB *out, const char *m, size_t n)
 {
     return add_str(out, "{\"__class__\": \"") && add_str(out, kErrorClass) &&
-           add_str(out, "\", \"__exception__\": true, \"args\": [") &&
-           add_quoted(out, '"', m, n) && add_str(out, "], \"attributes\": {}}");
+           add_str(out, "\", \"__exception__\": true, \"args\": [") && add_quoted(out, '"', m, n) &&
+           add_str(out, "], \"attributes\": {}}");
 }
 
 /* marshal: TYPE_UNICODE 'u' with a little-endian i32 length (PROTOCOL.md §5.3). */

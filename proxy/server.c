@@ -29,9 +29,7 @@ static void on_listener_closed(uv_handle_t *h)
     l->open = 0;
 }
 
-static void on_signal_closed(uv_handle_t *h)
-{
-}
+static void on_signal_closed(uv_handle_t *h) {}
 
 static void on_signal(uv_signal_t *sig, int signum)
 {

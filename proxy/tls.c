@@ -175,8 +175,8 @@ SSL_CTX *tls_ctx_new(const config_t *cfg, config_errors_t *errs)
         ssl_reason(why, sizeof(why));
         if (strstr(why, "MISMATCH") != NULL || strstr(why, "mismatch") != NULL)
             config_error(errs, cfg->file, cfg->tls.key.mark, "tls.key",
-                         "private key '%s' does not match the certificate '%s'",
-                         cfg->tls.key.path, cfg->tls.cert.path);
+                         "private key '%s' does not match the certificate '%s'", cfg->tls.key.path,
+                         cfg->tls.cert.path);
         else
             config_error(errs, cfg->file, cfg->tls.key.mark, "tls.key",
                          "cannot load a private key from '%s': %s", cfg->tls.key.path, why);

@@ -24,8 +24,8 @@ typedef struct {
     char issuer[512];
     char sans[TLS_MAX_SANS][256]; /* "DNS:…", "URI:…", "IP:…", "email:…" */
     size_t n_sans;
-    char serial[80];  /* upper-case hex, as openssl prints it */
-    char sha256[65];  /* lower-case hex of the DER certificate */
+    char serial[80]; /* upper-case hex, as openssl prints it */
+    char sha256[65]; /* lower-case hex of the DER certificate */
 } tls_identity_t;
 
 /* tls_ctx_new returns a configured server context, or NULL after adding one line per problem
