@@ -439,8 +439,8 @@ static void refuse_connect(conn_t *c, const char *reason, const char *detail, co
     frame_error_t err;
     /* While dialling, the allowed CONNECT is still held whole in c2s: log its header. */
     if (f == NULL && c->state == CONN_DIALING &&
-        frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes,
-                    &held, &err) == FRAME_OK)
+        frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes, &held,
+                    &err) == FRAME_OK)
         f = &held;
     log_refused(c, reason, detail, f, "connectfail");
     if (CBB_init(&cbb, 128)) {
@@ -710,7 +710,10 @@ static void handle_request(conn_t *c, const frame_t *f)
 /* conn_process_c2s judges whole client messages one at a time. While a forwarded request
  * waits for its reply nothing else is judged, so a refusal injected later is always at a
  * frame boundary and in request order (PROTOCOL.md §1: the daemon is strictly sequential). */
-static void conn_process_c2s(conn_t *c)
+static void conn_tls_read(conn_t *c);
+
+/* process_frames judges the whole messages already in c2s, as far as the state allows. */
+static void process_frames(conn_t *c)
 {
     frame_t f;
     frame_error_t err;
@@ -721,7 +724,7 @@ static void conn_process_c2s(conn_t *c)
         frame_status_t st =
             frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), cfg->pyro.max_message_bytes, &f, &err);
         if (st == FRAME_NEED_MORE)
-            break;
+            return;
         if (st == FRAME_ERROR) {
             char detail[160];
             snprintf(detail, sizeof(detail), "pyroguard: malformed Pyro message (%s)",
@@ -736,6 +739,28 @@ static void conn_process_c2s(conn_t *c)
             handle_connect(c, &f);
         else
             handle_request(c, &f);
+    }
+}
+
+/* conn_process_c2s judges whole client messages one at a time. While a forwarded request
+ * waits for its reply nothing else is judged, so a refusal injected later is always at a
+ * frame boundary and in request order (PROTOCOL.md §1: the daemon is strictly sequential).
+ * When judging freed room in c2s, bytes BoringSSL still holds are pulled in: no new socket
+ * event may come to do it if the client already sent everything. */
+static void conn_process_c2s(conn_t *c)
+{
+    for (;;) {
+        process_frames(c);
+        if (c->state != CONN_AWAIT_CONNECT && c->state != CONN_READY)
+            break;
+        if (c->outstanding > 0 || buf_room(&c->c2s) == 0)
+            break;
+        if (BIO_pending(c->net_in) == 0 && SSL_pending(c->ssl) == 0)
+            break;
+        size_t before = buf_len(&c->c2s);
+        conn_tls_read(c);
+        if (c->state == CONN_CLOSING || buf_len(&c->c2s) == before)
+            break;
     }
     if (c->state == CONN_CLOSING)
         return;
