@@ -64,7 +64,10 @@ void config_error(config_errors_t *errs, const char *file, config_mark_t mark, c
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
-    if (path != NULL && path[0] != '\0')
+    /* Line 0 means "the file as a whole" (cannot open, too large): no position to give. */
+    if (mark.line == 0)
+        snprintf(line, sizeof(line), "%s: %s", file, reason);
+    else if (path != NULL && path[0] != '\0')
         snprintf(line, sizeof(line), "%s:%d:%d: %s: %s", file, mark.line, mark.col, path, reason);
     else
         snprintf(line, sizeof(line), "%s:%d:%d: %s", file, mark.line, mark.col, reason);

@@ -895,7 +895,10 @@ static void on_rejected_closed(uv_handle_t *h)
     free(h);
 }
 
-static void reject_over_limit(listener_t *l)
+static void peer_name(uv_tcp_t *t, char *out, size_t out_len);
+
+/* reject accepts one pending connection and closes it at once, so it leaves the backlog. */
+static void reject(listener_t *l, const char *reason)
 {
     uv_tcp_t *t = malloc(sizeof(*t));
     if (t == NULL)
@@ -905,10 +908,14 @@ static void reject_over_limit(listener_t *l)
         return;
     }
     if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)t) == 0) {
+        char peer[INET6_ADDRSTRLEN + 16];
+        peer_name(t, peer, sizeof(peer));
         log_line_t line;
         log_begin(&line, LOG_WARN, "conn_rejected");
         log_str(&line, "listener", l->cfg->name);
-        log_str(&line, "reason", "max_connections");
+        log_str(&line, "peer", peer);
+        log_str(&line, "reason", reason);
+        log_uint(&line, "open_connections", l->srv->n_conns);
         log_end(&line);
     }
     uv_close((uv_handle_t *)t, on_rejected_closed);
@@ -939,12 +946,12 @@ void conn_accept(listener_t *l)
     const config_t *cfg = srv->cfg;
 
     if (srv->n_conns >= cfg->limits.max_connections) {
-        reject_over_limit(l);
+        reject(l, "max_connections");
         return;
     }
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        reject_over_limit(l);
+        reject(l, "out_of_memory");
         return;
     }
     c->srv = srv;
@@ -994,7 +1001,7 @@ void conn_accept(listener_t *l)
 free_conn:
     buf_cleanup(&c->c2s);
     free(c);
-    reject_over_limit(l);
+    reject(l, "out_of_memory");
 }
 
 void conn_close_all(server_t *srv, const char *reason)
