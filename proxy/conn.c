@@ -350,6 +350,9 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 
+/* conn_update_reading starts or stops reading each side: the client while c2s has room and
+ * neither peer has WRITE_HIGH_WATER bytes queued, the backend while the client has not; a
+ * stopped side resumes only below half the mark, so a slow peer does not cause flapping. */
 static void conn_update_reading(conn_t *c)
 {
     if (c->state == CONN_CLOSING)
@@ -360,8 +363,7 @@ static void conn_update_reading(conn_t *c)
     if (c->client_reading && !want_client) {
         uv_read_stop((uv_stream_t *)&c->client);
         c->client_reading = 0;
-    } else if (!c->client_reading && want_client &&
-               (c->backend_queued < WRITE_HIGH_WATER / 2 || c->backend_queued == 0)) {
+    } else if (!c->client_reading && want_client && c->backend_queued < WRITE_HIGH_WATER / 2) {
         if (uv_read_start((uv_stream_t *)&c->client, alloc_cb, on_client_read) == 0)
             c->client_reading = 1;
     }

@@ -164,6 +164,11 @@ class Thing(object):
         time.sleep(min(float(seconds), 10.0))
         return seconds
 
+    def big(self, n):
+        """A large result (n characters, capped at 256 MiB) for a tiny request: backpressure."""
+        self._count_call()
+        return "x" * min(int(n), 256 << 20)
+
     def count(self):
         with self._lock:
             return self._calls

@@ -104,3 +104,34 @@ def test_backend_that_never_accepts_gives_connectfail_after_backend_connect_time
             f.close()
         ls.close()
     assert stack.pg.sanitizer_report() is None, stack.pg.sanitizer_report()
+
+
+def rss_kib(pid):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def test_large_reply_to_a_client_that_does_not_read_is_held_back_not_buffered(make_stack):
+    # The daemon answers a tiny request with 64 MiB. The client reads nothing for a while:
+    # pyroguard must stop reading the daemon (backpressure) instead of buffering the reply.
+    stack = make_stack()
+    size = 64 << 20
+    payload = b"# serpent utf-8 python3.2\n('thing','big',(%d,),{})" % size
+    pid = stack.pg.proc.pid
+    with stack.tls_socket(timeout=60) as s:
+        s.sendall(CONNECT)
+        recv_frames(s, 1)
+        before = rss_kib(pid)
+        s.sendall(pyro4_frame(msg_type=4, payload=payload, seq=1))
+        time.sleep(3)  # the daemon has long produced the reply; the client is not reading
+        held = rss_kib(pid) - before
+        got = bytearray()
+        s.settimeout(60)
+        while len(got) < size:  # then read it all: nothing was lost
+            chunk = s.recv(1 << 20)
+            assert chunk, "connection closed after %d bytes" % len(got)
+            got += chunk
+    assert held < 16 * 1024, "pyroguard grew by %d KiB while the client was not reading" % held
+    assert got.count(b"x") >= size
