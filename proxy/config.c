@@ -396,6 +396,9 @@ static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
         const char *s = scalar(ctx, item, item_path, "4");
         if (s == NULL) {
             ok = 0;
+        } else if (!is_plain(item)) {
+            cfg_err(ctx, item, item_path, "expected an integer, got '%s'", s);
+            ok = 0;
         } else if (strcmp(s, "4") == 0) {
             mask |= 1u << 4;
         } else if (strcmp(s, "5") == 0) {
@@ -419,7 +422,7 @@ static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
 
 /* ---- addresses ------------------------------------------------------------------------ */
 
-/* parse_hostport accepts "IPv4:port", "[IPv6]:port" and "localhost:port". */
+/* parse_hostport accepts "IPv4:port", "[IPv6]:port" and "localhost:port", port 1-65535. */
 static int parse_hostport(const char *s, struct sockaddr_storage *out)
 {
     char host[64];
@@ -441,10 +444,10 @@ static int parse_hostport(const char *s, struct sockaddr_storage *out)
         host[colon - s] = '\0';
         port_s = colon + 1;
     }
-    if (!parse_u64(port_s, &port) || port > 65535)
+    if (!parse_u64(port_s, &port) || port == 0 || port > 65535)
         return 0;
     memset(out, 0, sizeof(*out));
-    if (strcmp(host, "localhost") == 0)
+    if (s[0] != '[' && strcmp(host, "localhost") == 0)
         return uv_ip4_addr("127.0.0.1", (int)port, (struct sockaddr_in *)out) == 0;
     if (s[0] == '[')
         return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)out) == 0;
@@ -459,7 +462,8 @@ static int parse_addr(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char
     if (s == NULL)
         return 0;
     if (!parse_hostport(s, &out->addr)) {
-        cfg_err(ctx, node, path, "invalid address '%s' (expected IP:port or [IPv6]:port)", s);
+        cfg_err(ctx, node, path,
+                "invalid address '%s' (expected IP:port or [IPv6]:port, port 1-65535)", s);
         return 0;
     }
     char *copy = strdup(s);
@@ -484,6 +488,21 @@ static int addr_is_loopback(const struct sockaddr_storage *ss)
         return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
     }
     return 0;
+}
+
+static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+    const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
 /* ---- listeners ------------------------------------------------------------------------ */
@@ -549,7 +568,7 @@ static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
                              "listener name '%s' is already used by %s[%zu]", l->name, path, j);
                 ok = 0;
             }
-            if (o->listen.text != NULL && strcmp(o->listen.text, l->listen.text) == 0) {
+            if (o->listen.text != NULL && same_addr(&o->listen.addr, &l->listen.addr)) {
                 join_path(sub, sizeof(sub), item_path, "listen");
                 config_error(ctx->errs, ctx->file, l->listen.mark, sub,
                              "address '%s' is already used by %s[%zu]", l->listen.text, path, j);
@@ -696,6 +715,39 @@ void config_free(config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
+/* check_depth walks the YAML events once and refuses nesting deeper than CONFIG_MAX_DEPTH
+ * before the document is built: libyaml's time grows with the square of the nesting depth,
+ * and no valid configuration nests more than a few levels. */
+static int check_depth(const char *name, const uint8_t *data, size_t len, config_errors_t *errs)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int depth = 0, ok = 1;
+
+    if (!yaml_parser_initialize(&parser))
+        return 0;
+    yaml_parser_set_input_string(&parser, data, len);
+    for (;;) {
+        if (!yaml_parser_parse(&parser, &ev))
+            break; /* the syntax error is reported by the full load */
+        yaml_event_type_t type = ev.type;
+        if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT) {
+            if (++depth > CONFIG_MAX_DEPTH) {
+                config_mark_t m = {(int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1};
+                config_error(errs, name, m, "", "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+                ok = 0;
+            }
+        } else if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT) {
+            depth--;
+        }
+        yaml_event_delete(&ev);
+        if (!ok || type == YAML_STREAM_END_EVENT)
+            break;
+    }
+    yaml_parser_delete(&parser);
+    return ok;
+}
+
 int config_load_buffer(const char *name, const char *base_dir, const uint8_t *data, size_t len,
                        config_t *cfg, config_errors_t *errs)
 {
@@ -706,6 +758,8 @@ int config_load_buffer(const char *name, const char *base_dir, const uint8_t *da
     config_init(cfg);
     cfg->file = strdup(name);
     if (cfg->file == NULL)
+        return 0;
+    if (!check_depth(name, data, len, errs))
         return 0;
     if (!yaml_parser_initialize(&parser)) {
         config_error(errs, name, (config_mark_t){0, 0}, "", "out of memory");
@@ -810,9 +864,10 @@ void config_serializer_list(const config_t *cfg, char *out, size_t out_len)
         const char *name = frame_serializer_name(id);
         if (name == NULL || !config_serializer_allowed(cfg, id))
             continue;
-        int n = snprintf(out + used, out_len - used, "%s%s", used ? ", " : "", name);
-        if (n < 0 || (size_t)n >= out_len - used)
-            return;
-        used += (size_t)n;
+        size_t need = strlen(name) + (used ? 2 : 0);
+        if (need >= out_len - used)
+            return; /* whole names only */
+        snprintf(out + used, out_len - used, "%s%s", used ? ", " : "", name);
+        used += need;
     }
 }

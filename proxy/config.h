@@ -20,6 +20,7 @@
 #define CONFIG_MAX_ERRORS    32
 #define CONFIG_MAX_FILE_SIZE (1u << 20) /* a configuration file larger than 1 MiB is refused */
 #define CONFIG_MAX_LISTENERS 64
+#define CONFIG_MAX_DEPTH     16 /* YAML nesting; pyroguard.yaml needs 4 */
 
 /* Where a value came from, to point at it in later errors (certificate checks). */
 typedef struct {

@@ -79,20 +79,24 @@ frame_status_t frame_parse_header(const uint8_t *buf, size_t len, size_t max_mes
 
 int frame_annotation_next(CBS *anns, frame_annotation_t *out)
 {
-    CBS key;
+    CBS rest = *anns, key;
     uint16_t n;
 
-    if (!CBS_get_bytes(anns, &key, 4) || !CBS_get_u16(anns, &n) ||
-        !CBS_get_bytes(anns, &out->value, n))
+    /* Work on a copy so that a malformed chunk leaves |anns| where it was: only a clean end
+     * leaves it empty. */
+    if (!CBS_get_bytes(&rest, &key, 4) || !CBS_get_u16(&rest, &n) ||
+        !CBS_get_bytes(&rest, &out->value, n))
         return 0;
     for (size_t i = 0; i < 4; i++) {
         uint8_t c = CBS_data(&key)[i];
-        /* Pyro decodes keys as ASCII and drops the connection otherwise (PROTOCOL.md §2.2). */
+        /* Pyro decodes keys as ASCII and drops the connection otherwise (PROTOCOL.md §2.2);
+         * control characters are refused as well: no Pyro key contains one. */
         if (c < 0x20 || c > 0x7e)
             return 0;
         out->key[i] = (char)c;
     }
     out->key[4] = '\0';
+    *anns = rest;
     return 1;
 }
 

@@ -105,8 +105,10 @@ frame_status_t frame_parse(const uint8_t *buf, size_t len, size_t max_message, f
 frame_status_t frame_parse_header(const uint8_t *buf, size_t len, size_t max_message, frame_t *out,
                                   frame_error_t *out_err);
 
-/* frame_annotation_next reads the next chunk from |*anns| into |*out|. It returns 1 on
- * success and 0 at the end or on a malformed chunk (check CBS_len(anns) == 0 for the end). */
+/* frame_annotation_next reads the next chunk from |*anns| into |*out| and advances |*anns|.
+ * It returns 1 on success and 0 at the end or on a malformed chunk (a key that is not
+ * printable ASCII, a length running past the block); a malformed chunk leaves |*anns|
+ * unconsumed, so CBS_len(anns) == 0 after a 0 means a clean end. */
 int frame_annotation_next(CBS *anns, frame_annotation_t *out);
 
 /* frame_find_annotation sets |*out| to the value of |key| in |f|'s annotations and returns 1,
