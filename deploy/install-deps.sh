@@ -11,6 +11,10 @@ PACKAGES=(
   python3-dill python3-cloudpickle
   openssl
 )
+# Fuzzing (make fuzz-smoke): clang with libFuzzer's runtime.
+if [ "${FUZZ:-0}" = 1 ]; then
+  PACKAGES+=(clang libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -11,9 +11,11 @@ from conftest import read_until_closed
 COMMUNICATION_ERRORS = ("Pyro4.errors.CommunicationError", "Pyro4.errors.ConnectionClosedError")
 
 
-def assert_tls_refused(stack, r, reason):
+def assert_tls_refused(stack, r, reason, alert):
     assert not r["ok"], "the client got through: %r" % r
     assert r["exc_type"] in COMMUNICATION_ERRORS, r
+    # The client learns why from the TLS alert pyroguard sent, named by its own TLS library.
+    assert alert in r["exc_msg"], r
     [line] = stack.pg.wait_log(event="tls_fail", reason=reason)
     assert line["listener"] == "app"
     assert line["peer"].startswith("127.0.0.1:")
@@ -26,27 +28,27 @@ def assert_tls_refused(stack, r, reason):
 
 def test_client_without_certificate_is_refused_at_handshake(stack):
     r = stack.client("echo", cert=None)
-    assert_tls_refused(stack, r, "no_client_certificate")
+    assert_tls_refused(stack, r, "no_client_certificate", "TLSV13_ALERT_CERTIFICATE_REQUIRED")
 
 
 def test_client_certificate_from_another_ca_is_refused(stack):
     r = stack.client("echo", cert="other-client")
-    assert_tls_refused(stack, r, "unknown_ca")
+    assert_tls_refused(stack, r, "unknown_ca", "TLSV1_ALERT_UNKNOWN_CA")
 
 
 def test_expired_client_certificate_is_refused(stack):
     r = stack.client("echo", cert="expired-client")
-    assert_tls_refused(stack, r, "certificate_expired")
+    assert_tls_refused(stack, r, "certificate_expired", "SSLV3_ALERT_CERTIFICATE_EXPIRED")
 
 
 def test_not_yet_valid_client_certificate_is_refused(stack):
     r = stack.client("echo", cert="future-client")
-    assert_tls_refused(stack, r, "certificate_not_yet_valid")
+    assert_tls_refused(stack, r, "certificate_not_yet_valid", "SSLV3_ALERT_CERTIFICATE_EXPIRED")
 
 
 def test_revoked_client_certificate_is_refused(stack):
     r = stack.client("echo", cert="revoked-client")
-    assert_tls_refused(stack, r, "certificate_revoked")
+    assert_tls_refused(stack, r, "certificate_revoked", "SSLV3_ALERT_CERTIFICATE_REVOKED")
 
 
 def test_revoked_client_certificate_is_accepted_when_no_crl_is_configured(make_stack):
@@ -83,7 +85,7 @@ def test_tls12_only_client_is_served_with_default_min_version(stack):
 def test_tls12_only_client_is_refused_when_min_version_is_13(make_stack):
     stack = make_stack({"tls": {"min_version": "1.3"}})
     r = stack.client("echo", extra=["--tls-max", "1.2"])
-    assert_tls_refused(stack, r, "protocol_version")
+    assert_tls_refused(stack, r, "protocol_version", "TLSV1_ALERT_PROTOCOL_VERSION")
 
 
 def test_tls13_client_is_served_when_min_version_is_13(make_stack):
