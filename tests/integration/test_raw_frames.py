@@ -186,3 +186,33 @@ def test_bad_frame_split_across_writes_is_refused_once_complete(stack):
     assert how != "timeout"
     assert_refused(stack, "protocol_version")
     stack.backend.assert_received_nothing()
+
+
+def chunk(key, value):
+    return key + struct.pack("!H", len(value)) + value
+
+
+@pytest.mark.parametrize("annotations", [
+    # Pyro4 silently truncates a chunk that runs past the block and executes the call
+    # (PROTOCOL.md §2.2, live `ann_length_overrun`): pyroguard refuses it instead.
+    b"XTRA" + struct.pack("!H", 40) + b"short",
+    # Duplicate keys: Pyro4 keeps the last one, a careless filter the first (§2.2, §10).
+    chunk(b"BLBI", b"one") + chunk(b"BLBI", b"two"),
+    # A tail too short to be a chunk header.
+    chunk(b"XTRA", b"v") + b"XT",
+    # A key that is not printable ASCII.
+    chunk(b"X\xffRA", b"v"),
+], ids=["chunk_overrunning_the_block", "duplicate_key", "trailing_fragment", "non_ascii_key"])
+def test_malformed_annotations_after_handshake_are_refused_and_not_forwarded(stack, annotations):
+    connect, invoke = read_vector(CONNECT), read_vector(INVOKE)
+    bad = reframe(invoke, annotations=annotations)
+    with stack.tls_socket() as s:
+        s.sendall(connect)
+        recv_frames(s, 1)
+        s.sendall(bad)
+        reply, how = read_until_closed(s)
+    assert how != "timeout", "pyroguard kept the connection open"
+    assert reply == b""
+    line = assert_refused(stack, "bad_annotations", action="closed")
+    assert line["msg_type"] == "INVOKE"
+    assert stack.backend.connections() == [connect]
