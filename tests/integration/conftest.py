@@ -285,6 +285,9 @@ class Backend(object):
         conns = self.connections()
         assert all(len(c) == 0 for c in conns), (
             "the daemon received bytes: %r" % [c[:64] for c in conns if c])
+        # Stronger: pyroguard dials the backend only after an allowed CONNECT, so a refusal
+        # before that point leaves the daemon without even a connection.
+        assert conns == [], "the daemon was dialled %d times" % len(conns)
 
 
 # --- pyroguard ---------------------------------------------------------------------------------
