@@ -20,13 +20,16 @@ demo: build
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure
-	@PYROGUARD_BIN=$(CURDIR)/$(BUILD)/pyroguard $(PY) -m pytest -q tests/integration
+	@PYROGUARD_BIN=$(CURDIR)/$(BUILD)/pyroguard VALUE_DUMP_BIN=$(CURDIR)/$(BUILD)/value_dump \
+		$(PY) -m pytest -q tests/integration
+	@$(MAKE) fuzz-smoke FUZZ_SECONDS=5
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure
 
 test-integration: build
-	@PYROGUARD_BIN=$(CURDIR)/$(BUILD)/pyroguard $(PY) -m pytest -q tests/integration
+	@PYROGUARD_BIN=$(CURDIR)/$(BUILD)/pyroguard VALUE_DUMP_BIN=$(CURDIR)/$(BUILD)/value_dump \
+		$(PY) -m pytest -q tests/integration
 
 # The whole suite again with AddressSanitizer, LeakSanitizer and UBSan in the proxy; the
 # integration harness fails a test whose pyroguard printed a sanitizer report.
@@ -34,17 +37,20 @@ test-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DENABLE_ASAN=ON -DENABLE_UBSAN=ON >/dev/null
 	@cmake --build build-asan -j2
 	@cd build-asan && ctest --output-on-failure
-	@PYROGUARD_BIN=$(CURDIR)/build-asan/pyroguard PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration
+	@# The per-decoder differential tests start thousands of value_dump processes; under ASan
+	@# they would only repeat what the sanitized unit tests and the fuzzers already cover.
+	@PYROGUARD_BIN=$(CURDIR)/build-asan/pyroguard VALUE_DUMP_BIN=$(CURDIR)/build-asan/value_dump \
+		PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration -k "not decoder_matches_python"
 
 # Every fuzz target over its committed corpus, then FUZZ_SECONDS of new inputs each, with
-# ASan and UBSan. Needs clang and libclang-rt-14-dev (installed by deps when FUZZ=1).
+# ASan and UBSan (clang and libclang-rt-14-dev). make test runs it for 5 s per target.
 FUZZ_SECONDS ?= 30
 fuzz-smoke:
-	@FUZZ=1 deploy/install-deps.sh
+	@deploy/install-deps.sh
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DENABLE_FUZZ=ON -DENABLE_ASAN=ON \
 		-DENABLE_UBSAN=ON -DBUILD_TESTING=OFF >/dev/null
 	@cmake --build build-fuzz -j2
-	@for t in frame config; do \
+	@for t in frame config inspect serpent json marshal msgpack; do \
 		mkdir -p build-fuzz/work-$$t; \
 		build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			$$( [ $$t = config ] && echo -dict=tests/fuzz/config.dict ) \
@@ -53,6 +59,16 @@ fuzz-smoke:
 		echo "fuzz_$$t: $$(grep -E '^stat::number_of_executed_units' build-fuzz/fuzz-$$t.log)"; \
 		if [ $$rc -ne 0 ]; then tail -60 build-fuzz/fuzz-$$t.log; exit 1; fi; \
 	done
+
+# Inspection speed per serializer (ns per small call, MB/s over a large string argument);
+# writes bench/INSPECT.md. The proxy-level benchmarks against peers come with bench/README.md.
+bench: build
+	@$(PY) bench/gen_inspect_payloads.py $(BUILD)/bench-frames
+	@{ echo "# Inspection speed"; echo; \
+	   echo "\`make bench\` on $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $$(date -u +%Y-%m-%d)."; \
+	   echo "Framing + decoding + name rules, in process, median of 5 runs (bench/inspect_bench.c)."; echo; \
+	   $(BUILD)/inspect_bench $(BUILD)/bench-frames/*-small.bin $(BUILD)/bench-frames/*-large.bin; } \
+	   | tee bench/INSPECT.md
 
 format:
 	@clang-format -i proxy/*.c proxy/*.h tests/unit/*.c tests/fuzz/*.c

@@ -10,11 +10,8 @@ PACKAGES=(
   python3 python3-pytest python3-pyro4 python3-serpent python3-msgpack
   python3-dill python3-cloudpickle
   openssl
+  clang libclang-rt-14-dev
 )
-# Fuzzing (make fuzz-smoke): clang with libFuzzer's runtime.
-if [ "${FUZZ:-0}" = 1 ]; then
-  PACKAGES+=(clang libclang-rt-14-dev)
-fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

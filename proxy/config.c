@@ -582,6 +582,9 @@ static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
 /* ---- the tables ----------------------------------------------------------------------- */
 
 static const cfg_range_t kMessageBytes = {64, 0x7fffffffu, "bytes"};
+static const cfg_range_t kInflatedBytes = {64, 0x7fffffffu, "bytes"};
+static const cfg_range_t kDepth = {2, 256, ""};
+static const cfg_range_t kValues = {16, 100000000, ""};
 static const cfg_range_t kConnections = {1, 1000000, ""};
 static const cfg_range_t kTimeout = {1, 86400000, "milliseconds"};
 
@@ -606,6 +609,9 @@ static const cfg_key_t kPyroKeys[] = {
     {"serializers", parse_serializers, PYRO_FIELD(serializers), 0, NULL},
     {"max_message_bytes", parse_uint_range, PYRO_FIELD(max_message_bytes), 0, &kMessageBytes},
     {"compression", parse_compression, PYRO_FIELD(compression_allow), 0, NULL},
+    {"max_inflated_bytes", parse_uint_range, PYRO_FIELD(max_inflated_bytes), 0, &kInflatedBytes},
+    {"max_depth", parse_uint_range, PYRO_FIELD(max_depth), 0, &kDepth},
+    {"max_values", parse_uint_range, PYRO_FIELD(max_values), 0, &kValues},
     CFG_TABLE_END,
 };
 
@@ -692,6 +698,9 @@ void config_init(config_t *cfg)
         (1u << SER4_SERPENT) | (1u << SER4_JSON) | (1u << SER4_MARSHAL) | (1u << SER4_MSGPACK);
     cfg->pyro.max_message_bytes = 16777216;
     cfg->pyro.compression_allow = 1;
+    cfg->pyro.max_inflated_bytes = 67108864;
+    cfg->pyro.max_depth = 32;
+    cfg->pyro.max_values = 1000000;
     cfg->limits.max_connections = 10000;
     cfg->limits.handshake_timeout_ms = 10000;
     cfg->limits.idle_timeout_ms = 300000;

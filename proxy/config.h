@@ -63,6 +63,9 @@ typedef struct {
         uint32_t serializers; /* bit n set: Pyro4 serializer id n allowed */
         uint64_t max_message_bytes;
         int compression_allow;
+        uint64_t max_inflated_bytes;
+        uint64_t max_depth;  /* nesting of a decoded payload */
+        uint64_t max_values; /* values in one decoded payload */
     } pyro;
     struct {
         uint64_t max_connections;

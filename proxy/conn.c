@@ -107,8 +107,31 @@ static void log_conn_fields(log_line_t *l, const conn_t *c)
     log_str(l, "peer", c->peer);
 }
 
+/* log_call_names adds the object id and the method the daemon would resolve. */
+static void log_call_names(log_line_t *l, const inspect_t *in)
+{
+    if (in == NULL || !in->decoded)
+        return;
+    const call_t *call = &in->call;
+    if (call->object != NULL && call->object->type == VAL_STR)
+        log_strn(l, "object", call->object->u.str.data, call->object->u.str.len);
+    if (call->method != NULL && call->method->type == VAL_STR)
+        log_strn(l, "method", call->method->u.str.data, call->method->u.str.len);
+    if (call->property)
+        log_str(l, "property", call->property == 'g' ? "get" : "set");
+}
+
+static void log_refused_call(conn_t *c, const char *reason, const char *detail, const frame_t *f,
+                             const char *action, const inspect_t *in);
+
 static void log_refused(conn_t *c, const char *reason, const char *detail, const frame_t *f,
                         const char *action)
+{
+    log_refused_call(c, reason, detail, f, action, NULL);
+}
+
+static void log_refused_call(conn_t *c, const char *reason, const char *detail, const frame_t *f,
+                             const char *action, const inspect_t *in)
 {
     log_line_t l;
     log_begin(&l, LOG_WARN, "refused");
@@ -126,6 +149,7 @@ static void log_refused(conn_t *c, const char *reason, const char *detail, const
             log_uint(&l, "serializer", f->serializer_id);
         log_uint(&l, "flags", f->flags);
     }
+    log_call_names(&l, in);
     log_str(&l, "action", action);
     log_end(&l);
 }
@@ -434,7 +458,8 @@ static void on_deadline(uv_timer_t *t)
 
 /* refuse_connect answers a refused or unserviceable CONNECT with a CONNECTFAIL in Pyro's own
  * terms and closes (the daemon closes after CONNECTFAIL too, PROTOCOL.md §1). */
-static void refuse_connect(conn_t *c, const char *reason, const char *detail, const frame_t *f)
+static void refuse_connect_call(conn_t *c, const char *reason, const char *detail, const frame_t *f,
+                                const inspect_t *in)
 {
     CBB cbb;
     frame_t held;
@@ -444,13 +469,18 @@ static void refuse_connect(conn_t *c, const char *reason, const char *detail, co
         frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes, &held,
                     &err) == FRAME_OK)
         f = &held;
-    log_refused(c, reason, detail, f, "connectfail");
+    log_refused_call(c, reason, detail, f, "connectfail", in);
     if (CBB_init(&cbb, 128)) {
         if (reply_connectfail(&cbb, f ? f->seq : c->connect_seq, detail))
             conn_send_built(c, &cbb);
         CBB_cleanup(&cbb);
     }
     conn_close(c, reason);
+}
+
+static void refuse_connect(conn_t *c, const char *reason, const char *detail, const frame_t *f)
+{
+    refuse_connect_call(c, reason, detail, f, NULL);
 }
 
 /* refuse_close handles input that cannot be answered in Pyro's terms (broken framing, a
@@ -461,12 +491,12 @@ static void refuse_close(conn_t *c, const char *reason, const char *detail, cons
     conn_close(c, reason);
 }
 
-static void refuse_invoke(conn_t *c, const frame_t *f, const inspect_result_t *r)
+static void refuse_invoke(conn_t *c, const frame_t *f, const inspect_t *r)
 {
     CBB cbb;
     if (f->type == MSG_INVOKE && (f->flags & FLAG4_ONEWAY)) {
         /* Pyro never answers a ONEWAY call; an answer would desynchronise the client. */
-        log_refused(c, r->reason, r->detail, f, "dropped_oneway");
+        log_refused_call(c, r->reason, r->detail, f, "dropped_oneway", r);
         return;
     }
     if (!CBB_init(&cbb, 256)) {
@@ -476,10 +506,11 @@ static void refuse_invoke(conn_t *c, const frame_t *f, const inspect_result_t *r
     if (!reply_security_error(&cbb, f->seq, f->serializer_id, r->detail)) {
         /* No serializer to answer in: the daemon would drop the connection as well. */
         CBB_cleanup(&cbb);
-        refuse_close(c, r->reason, r->detail, f);
+        log_refused_call(c, r->reason, r->detail, f, "closed", r);
+        conn_close(c, r->reason);
         return;
     }
-    log_refused(c, r->reason, r->detail, f, "exception_reply");
+    log_refused_call(c, r->reason, r->detail, f, "exception_reply", r);
     if (!conn_send_built(c, &cbb)) {
         CBB_cleanup(&cbb);
         conn_close(c, "internal_error");
@@ -664,7 +695,7 @@ static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 /* handle_connect judges the first message. Allowed: dial the backend, holding the CONNECT. */
 static void handle_connect(conn_t *c, const frame_t *f)
 {
-    inspect_result_t r;
+    inspect_t *in = &c->srv->inspect;
     char detail[128];
 
     if (f->type != MSG_CONNECT) {
@@ -675,8 +706,8 @@ static void handle_connect(conn_t *c, const frame_t *f)
         return;
     }
     c->connect_seq = f->seq;
-    if (inspect_request(c->srv->cfg, f, &r) != INSPECT_ALLOW) {
-        refuse_connect(c, r.reason, r.detail, f);
+    if (inspect_request(c->srv->cfg, f, in) != INSPECT_ALLOW) {
+        refuse_connect_call(c, in->reason, in->detail, f, in);
         return;
     }
     conn_dial(c);
@@ -684,7 +715,7 @@ static void handle_connect(conn_t *c, const frame_t *f)
 
 static void handle_request(conn_t *c, const frame_t *f)
 {
-    inspect_result_t r;
+    inspect_t *in = &c->srv->inspect;
     char detail[128];
 
     if (f->type != MSG_INVOKE && f->type != MSG_PING) {
@@ -695,8 +726,8 @@ static void handle_request(conn_t *c, const frame_t *f)
         refuse_close(c, "unexpected_message", detail, f);
         return;
     }
-    if (inspect_request(c->srv->cfg, f, &r) != INSPECT_ALLOW) {
-        refuse_invoke(c, f, &r);
+    if (inspect_request(c->srv->cfg, f, in) != INSPECT_ALLOW) {
+        refuse_invoke(c, f, in);
         buf_consume(&c->c2s, f->total_len);
         return;
     }

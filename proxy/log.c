@@ -124,6 +124,20 @@ void log_begin(log_line_t *l, log_level_t level, const char *event)
     put_raw(l, "\"", 1);
 }
 
+void log_begin_record(log_line_t *l, const char *key, const char *value)
+{
+    l->len = 0;
+    l->truncated = 0;
+    l->in_string = 0;
+    l->in_array = 0;
+    l->enabled = 1;
+    put_raw(l, "{\"", 2);
+    put_cstr(l, key);
+    put_raw(l, "\":\"", 3);
+    put_escaped(l, (const uint8_t *)value, strlen(value));
+    put_raw(l, "\"", 1);
+}
+
 void log_str(log_line_t *l, const char *key, const char *value)
 {
     if (value == NULL) {
@@ -189,6 +203,11 @@ void log_strlist(log_line_t *l, const char *key, const char *const *values, size
 
 void log_end(log_line_t *l)
 {
+    log_end_fd(l, g_fd);
+}
+
+void log_end_fd(log_line_t *l, int fd)
+{
     if (!l->enabled)
         return;
     /* The reserve guarantees room for the closing text even after truncation. */
@@ -206,7 +225,7 @@ void log_end(log_line_t *l)
     }
     size_t done = 0;
     while (done < l->len) {
-        ssize_t w = write(g_fd, l->text + done, l->len - done);
+        ssize_t w = write(fd, l->text + done, l->len - done);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)

@@ -36,6 +36,10 @@ int log_enabled(log_level_t level);
 const char *log_level_name(log_level_t level);
 
 void log_begin(log_line_t *l, log_level_t level, const char *event);
+/* log_begin_record starts a JSON object that is not a log event (command output): its first
+ * field is |key|:|value|; log_end_fd writes it to |fd| instead of the log. */
+void log_begin_record(log_line_t *l, const char *key, const char *value);
+void log_end_fd(log_line_t *l, int fd);
 void log_str(log_line_t *l, const char *key, const char *value);
 /* log_strn adds |n| bytes of |value|; bytes that are not printable ASCII are escaped. */
 void log_strn(log_line_t *l, const char *key, const uint8_t *value, size_t n);

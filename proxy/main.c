@@ -2,12 +2,16 @@
  * daemon sees it. This file is the command line only (DESIGN.md "Command line"). */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "call.h"
 #include "config.h"
+#include "frame.h"
+#include "inspect.h"
 #include "log.h"
 #include "server.h"
 #include "tls.h"
@@ -23,6 +27,10 @@ static const char kUsage[] =
     "                  what is allowed to the backend; logs JSON lines on stderr\n"
     "  check -c FILE   validate the configuration, certificates, key, CA bundle and CRL;\n"
     "                  exit 0, or print every error as FILE:LINE:COL: PATH: REASON\n"
+    "  inspect [-c FILE] FRAME...\n"
+    "                  judge raw client-to-server Pyro message files as pyroguard would and\n"
+    "                  print one JSON line each: verdict, reason, object id and every name\n"
+    "                  the daemon would resolve (the -c FILE pyro: settings apply)\n"
     "  version         print the version and the libraries it was built with\n"
     "  --help          this text\n"
     "\n"
@@ -110,6 +118,144 @@ free_config:
     return rc;
 }
 
+/* read_file reads a whole (bounded) frame file; returns NULL and sets errno-ish text. */
+static uint8_t *read_file(const char *path, size_t max, size_t *out_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    uint8_t *data = malloc(max + 1);
+    size_t len = data ? fread(data, 1, max + 1, f) : 0;
+    fclose(f);
+    if (data == NULL || len > max) {
+        free(data);
+        return NULL;
+    }
+    *out_len = len;
+    return data;
+}
+
+static const char *kind_name(call_name_kind_t k)
+{
+    switch (k) {
+    case CALL_NAME_METHOD:
+        return "method";
+    case CALL_NAME_BATCH_METHOD:
+        return "batch_method";
+    case CALL_NAME_ATTRIBUTE:
+        return "attribute";
+    }
+    return "method";
+}
+
+/* inspect_one prints the verdict on one frame file. Names are printed escaped (\xNN for
+ * anything outside printable ASCII), which is the identity for every name that passes. */
+static int inspect_one(const config_t *cfg, const char *path)
+{
+    log_line_t l;
+    size_t len = 0;
+    uint8_t *data = read_file(path, cfg->pyro.max_message_bytes + FRAME4_HEADER_LEN + 1, &len);
+    log_begin_record(&l, "file", path);
+    if (data == NULL) {
+        log_str(&l, "verdict", "error");
+        log_str(&l, "detail", "cannot read the file (missing, unreadable or too large)");
+        log_end_fd(&l, 1);
+        return 0;
+    }
+    frame_t f;
+    frame_error_t err;
+    frame_status_t st = frame_parse(data, len, cfg->pyro.max_message_bytes, &f, &err);
+    if (st != FRAME_OK || f.total_len != len) {
+        log_str(&l, "verdict", "refuse");
+        log_str(&l, "reason", st == FRAME_ERROR ? frame_error_reason(err) : "not_one_frame");
+        log_str(&l, "detail",
+                st == FRAME_ERROR       ? "malformed Pyro message"
+                : st == FRAME_NEED_MORE ? "the file ends inside the message"
+                                        : "bytes follow the message");
+        log_end_fd(&l, 1);
+        free(data);
+        return 1;
+    }
+    const char *ser = frame_serializer_name(f.serializer_id);
+    inspect_t in;
+    inspect_init(&in);
+    inspect_verdict_t v;
+    if (f.type != MSG_CONNECT && f.type != MSG_INVOKE && f.type != MSG_PING) {
+        v = INSPECT_REFUSE;
+        in.reason = "unexpected_message";
+        snprintf(in.detail, sizeof(in.detail), "pyroguard: %s is not a client request",
+                 frame_type_name(f.type));
+    } else {
+        v = inspect_request(cfg, &f, &in);
+    }
+    log_str(&l, "verdict", v == INSPECT_ALLOW ? "allow" : "refuse");
+    if (v != INSPECT_ALLOW) {
+        log_str(&l, "reason", in.reason);
+        log_str(&l, "detail", in.detail);
+    }
+    log_str(&l, "msg_type", frame_type_name(f.type));
+    if (ser)
+        log_str(&l, "serializer", ser);
+    else
+        log_uint(&l, "serializer", f.serializer_id);
+    log_uint(&l, "flags", f.flags);
+    log_uint(&l, "seq", f.seq);
+    if (in.decoded) {
+        char buf[512];
+        if (in.call.object != NULL && in.call.object->type == VAL_STR) {
+            call_render_str(in.call.object, buf, sizeof(buf));
+            log_str(&l, "object", buf);
+        }
+        const char *names[64], *kinds[64];
+        char storage[64][128];
+        size_t n = in.call.n_names < 64 ? in.call.n_names : 64;
+        for (size_t i = 0; i < n; i++) {
+            call_render_str(in.call.names[i].name, storage[i], sizeof(storage[i]));
+            names[i] = storage[i];
+            kinds[i] = kind_name(in.call.names[i].kind);
+        }
+        log_strlist(&l, "names", names, n);
+        log_strlist(&l, "kinds", kinds, n);
+        if (in.call.n_names > n)
+            log_uint(&l, "names_not_shown", in.call.n_names - n);
+    }
+    log_end_fd(&l, 1);
+    inspect_cleanup(&in);
+    free(data);
+    return 1;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    config_t cfg;
+    int first = 2, rc = EXIT_OK;
+    if (argc > 3 && strcmp(argv[2], "-c") == 0) {
+        config_errors_t errs = {0};
+        if (!config_load(argv[3], &cfg, &errs)) {
+            print_errors(&errs);
+            config_errors_free(&errs);
+            config_free(&cfg);
+            return EXIT_USAGE;
+        }
+        config_errors_free(&errs);
+        first = 4;
+    } else {
+        config_init(&cfg);
+    }
+    if (first >= argc) {
+        fprintf(stderr, "pyroguard inspect: no frame files given\n\n%s", kUsage);
+        config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    fflush(stdout);
+    for (int i = first; i < argc; i++) {
+        if (!inspect_one(&cfg, argv[i]))
+            rc = EXIT_RUNTIME;
+    }
+    config_free(&cfg);
+    return rc;
+}
+
 /* config_arg finds "-c FILE" (or "--config FILE") after the command. */
 static const char *config_arg(int argc, char **argv)
 {
@@ -135,6 +281,8 @@ int main(int argc, char **argv)
         printf("%s\n", version);
         return EXIT_OK;
     }
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect(argc, argv);
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "check") == 0) {
         const char *path = config_arg(argc, argv);
         if (path == NULL) {

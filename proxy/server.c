@@ -48,6 +48,7 @@ int server_start(server_t *srv, uv_loop_t *loop, const config_t *cfg, SSL_CTX *s
     srv->loop = loop;
     srv->cfg = cfg;
     srv->ssl_ctx = ssl_ctx;
+    inspect_init(&srv->inspect);
 
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
@@ -112,6 +113,7 @@ void server_stop(server_t *srv, const char *why)
 
 void server_cleanup(server_t *srv)
 {
+    inspect_cleanup(&srv->inspect);
     free(srv->listeners);
     srv->listeners = NULL;
     srv->n_listeners = 0;

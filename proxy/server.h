@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "inspect.h"
 
 typedef struct server server_t;
 typedef struct conn conn_t;
@@ -38,6 +39,7 @@ struct server {
     uint64_t n_conns;
     uint64_t next_conn_id;
     int stopping;
+    inspect_t inspect; /* reused for every request judged on this loop */
 };
 
 /* server_start binds and listens on every listener and logs "listening" for each. It returns

@@ -236,13 +236,14 @@ class Backend(object):
         self.fire_log = self.dir / "fire.log"
         self.ready_file = self.dir / "backend.ready"
         self.log_path = self.dir / "backend.log"
+        self.names_log = self.dir / "names.log"
         self.nathost, self.natport = nathost, natport
         self.proc = None
 
     def start(self):
         args = [PYTHON, str(HERE / "legacy_server.py"), "--port", str(self.port),
                 "--capture-dir", str(self.capture_dir), "--fire-log", str(self.fire_log),
-                "--ready-file", str(self.ready_file)]
+                "--ready-file", str(self.ready_file), "--names-log", str(self.names_log)]
         if self.nathost:
             args += ["--nathost", self.nathost, "--natport", str(self.natport or 0)]
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -279,6 +280,17 @@ class Backend(object):
 
     def fired(self):
         return self.fire_log.read_text().splitlines() if self.fire_log.exists() else []
+
+    def resolved_names(self):
+        """Every (object id, kind, name) the daemon tried to resolve, in order (legacy_server.py
+        --names-log: kind is method, attribute_get or attribute_set)."""
+        if not self.names_log.exists():
+            return []
+        out = []
+        for line in self.names_log.read_text().splitlines():
+            d = json.loads(line)
+            out.append((d["object"], d["kind"], d["name"]))
+        return out
 
     def assert_received_nothing(self):
         assert (self.capture_dir / "INSTALLED").exists(), "the backend's capture is not installed"

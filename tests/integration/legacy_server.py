@@ -7,10 +7,10 @@ through pyroguard would really be executed here.
 
 Usage:
     legacy_server.py --port PORT --capture-dir DIR [--fire-log FILE] [--ready-file FILE]
-                     [--nathost HOST] [--natport PORT] [--objects-log FILE]
+                     [--nathost HOST] [--natport PORT] [--objects-log FILE] [--names-log FILE]
 
 Every option may also come from the environment (LEGACY_PORT, LEGACY_CAPTURE_DIR,
-LEGACY_FIRE_LOG, LEGACY_READY_FILE, LEGACY_NATHOST, LEGACY_NATPORT).
+LEGACY_FIRE_LOG, LEGACY_READY_FILE, LEGACY_NATHOST, LEGACY_NATPORT, LEGACY_NAMES_LOG).
 
 Instrumentation (NOT a mock): this is the real Pyro4 4.82 Daemon from Debian's python3-pyro4,
 serving real requests. The only change is a wrapper around
@@ -19,10 +19,18 @@ every byte the daemon reads from an accepted connection to DIR/conn-NNNN.bin (on
 accepted connection, created empty on accept). Bytes of a receive that failed half-way (the peer
 closed mid-message) are recorded too, from the exception's partialData. The integration tests read
 these files to prove that the daemon never received the bytes of a message pyroguard refused.
+
+With --names-log, a second wrapper (same process, same real daemon) records every name the
+daemon tries to resolve, before it resolves it: Pyro4.util.getAttribute (plain and batched
+methods) and Pyro4.util.get/set_exposed_property_value (the __getattr__/__setattr__ path),
+PROTOCOL.md §6 steps 5-7. One JSON line per attempt: {"object", "kind", "name"}; a name that is
+not a str is logged as its repr with "name_type". The tests use it to prove that the daemon never
+even looked up a name pyroguard refused.
 """
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -31,6 +39,7 @@ import time
 import Pyro4
 import Pyro4.errors
 import Pyro4.socketutil
+import Pyro4.util
 
 # The legacy configuration: every serializer, the dangerous ones included.
 Pyro4.config.SERIALIZERS_ACCEPTED = {
@@ -103,7 +112,59 @@ def install_capture(directory):
     Pyro4.socketutil.SocketConnection.recv = _capturing_recv
 
 
+# --- names instrumentation (see module docstring) --------------------------------------------
+
+_names_log = None
+_names_lock = threading.Lock()
+
+
+def _log_name(obj, kind, name):
+    entry = {"object": getattr(obj, "_pyroId", None), "kind": kind}
+    if isinstance(name, str):
+        entry["name"] = name
+    else:
+        entry["name"], entry["name_type"] = repr(name), type(name).__name__
+    line = json.dumps(entry, ensure_ascii=True) + "\n"
+    with _names_lock, open(_names_log, "a") as f:
+        f.write(line)
+
+
+def install_names_log(path):
+    global _names_log
+    _names_log = path
+    open(path, "a").close()
+    util = Pyro4.util
+    orig_get_attribute = util.getAttribute
+    orig_get_property = util.get_exposed_property_value
+    orig_set_property = util.set_exposed_property_value
+
+    def getAttribute(obj, attr):
+        _log_name(obj, "method", attr)
+        return orig_get_attribute(obj, attr)
+
+    def get_exposed_property_value(obj, propname, *args, **kwargs):
+        _log_name(obj, "attribute_get", propname)
+        return orig_get_property(obj, propname, *args, **kwargs)
+
+    def set_exposed_property_value(obj, propname, *args, **kwargs):
+        _log_name(obj, "attribute_set", propname)
+        return orig_set_property(obj, propname, *args, **kwargs)
+
+    util.getAttribute = getAttribute
+    util.get_exposed_property_value = get_exposed_property_value
+    util.set_exposed_property_value = set_exposed_property_value
+
+
 # --- the legacy service -----------------------------------------------------------------------
+
+
+@Pyro4.expose
+class Sub(object):
+    """Reachable as `thing.sub` only through a dotted name (`sub.echo`), which Pyro4 4.82 never
+    traverses (PROTOCOL.md §7.2) and pyroguard refuses: the target a dotted call would aim at."""
+
+    def echo(self, x):
+        return ["sub", x]
 
 
 @Pyro4.expose
@@ -115,6 +176,11 @@ class Thing(object):
         self._value = 42
         self._calls = 0
         self._lock = threading.Lock()
+        self.sub = Sub()  # an instance attribute: not in the metadata, reachable only dotted
+
+    def _private(self):
+        """Private by Pyro's rule (PROTOCOL.md §7.1): never callable remotely."""
+        return "private"
 
     def _count_call(self):
         with self._lock:
@@ -186,10 +252,13 @@ def main():
     ap.add_argument("--ready-file", default=env("LEGACY_READY_FILE"))
     ap.add_argument("--nathost", default=env("LEGACY_NATHOST"))
     ap.add_argument("--natport", type=int, default=int(env("LEGACY_NATPORT", "0")))
+    ap.add_argument("--names-log", default=env("LEGACY_NAMES_LOG"))
     args = ap.parse_args()
 
     if args.capture_dir:
         install_capture(args.capture_dir)
+    if args.names_log:
+        install_names_log(args.names_log)
 
     daemon = Pyro4.Daemon(
         host="127.0.0.1",

@@ -8,6 +8,7 @@ Usage:
     pyro_client.py SCENARIO --port PORT [--host localhost] [--serializer serpent]
                    [--ca ca.crt] [--cert client.crt] [--key client.key] [--plain]
                    [--marker PATH] [--token TEXT] [--tls-max 1.2] [--timeout 20] [--threads 20]
+                   [--name NAME]
 
 Prints exactly one JSON object on stdout:
     {"ok": true, "result": ...}                       the scenario completed
@@ -28,6 +29,7 @@ import threading
 import Pyro4
 import Pyro4.core
 import Pyro4.errors
+import Pyro4.message
 import Pyro4.socketutil
 
 
@@ -184,6 +186,240 @@ def sc_switch_oneway(args, steps):
         return p.echo("after")
 
 
+# --- more call styles (differential corpus, PROTOCOL.md §5-§6) and refused names (§7, §9) --------
+# The scenarios below take the name they send from --name where it matters, so that one scenario
+# covers every dotted or private spelling a test wants to try.
+
+
+def _proxy_without_metadata(args):
+    Pyro4.config.METADATA = False
+    return make_proxy(args)
+
+
+def sc_no_metadata(args, steps):
+    """METADATA=False: CONNECT without META_ON_CONNECT and without "object"."""
+    with _proxy_without_metadata(args) as p:
+        return p.echo(args.token or "no-metadata")
+
+
+def sc_kwargs(args, steps):
+    with make_proxy(args) as p:
+        return p.echo(x=args.token or "by-keyword")
+
+
+def _rich_values(serializer):
+    """Argument values of many types; each serializer gets those its Pyro4 client can encode."""
+    values = [
+        "h\u00e9llo w\u00f6rld \u2713 \U0001f600 \u0000 tab\tquote' dq\" back\\slash",
+        "\u65e5\u672c\u8a9e \u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u00a0\u2028\u2029",
+        {"k\u00e9y": [1, -2, 3.5, None, True, False], "nested": {"a": ["b", {"c": "d"}]}},
+        2 ** 70,
+        -0.0,
+        1e300,
+        ["list", ("tuple", 1)],
+        "",
+    ]
+    if serializer in ("serpent", "marshal", "msgpack"):
+        values += [b"\x00\x01bytes\xff", complex(1, -2)]
+    if serializer in ("serpent", "marshal"):
+        values += [{1, 2, 3}, frozenset(["f"]), float("nan")]
+    if serializer == "json":
+        values += [float("inf"), float("nan")]
+    return values
+
+
+def sc_rich_args(args, steps):
+    """One echo per value type; a value the client or the daemon cannot handle is recorded."""
+    with make_proxy(args) as p:
+        for v in _rich_values(args.serializer):
+            try:
+                p.echo(v)
+                steps.add(repr(v)[:40], "ok")
+            except Exception as e:
+                steps.add(repr(v)[:40], exc_name(e))
+        return len(steps)
+
+
+def sc_unicode_args(args, steps):
+    with make_proxy(args) as p:
+        return p.echo("\u00fcnic\u00f8de \u2603 \U0001f40d " * 20)
+
+
+def sc_big_arg(args, steps):
+    """A 256 KiB argument: large enough to need several reads, small enough to keep as a vector."""
+    big = ("pyroguard-" * 26215)[: 256 * 1024]
+    with make_proxy(args) as p:
+        n, h = p.digest(big)
+        return {"sent_len": len(big), "got_len": n}
+
+
+def sc_compressed_batch(args, steps):
+    Pyro4.config.COMPRESSION = True
+    with make_proxy(args) as p:
+        if args.serializer == "marshal":
+            return _marshal_batch(p, [("echo", ("A" * 3000,), {}), ("echo", ("B",), {})])
+        b = Pyro4.batch(p)
+        b.echo("A" * 3000)
+        b.echo("B")
+        return [len(x) for x in b()]
+
+
+def sc_blob_compressed(args, steps):
+    Pyro4.config.COMPRESSION = True
+    with make_proxy(args) as p:
+        return p.blob(Pyro4.core.SerializedBlob("blobinfo", {"k": ["v" * 2000]}))
+
+
+def sc_oneway_batch(args, steps):
+    with make_proxy(args) as p:
+        if args.serializer == "marshal":
+            _marshal_batch(p, [("fire", ("ob1",), {}), ("fire", ("ob2",), {})], oneway=True)
+        else:
+            b = Pyro4.batch(p)
+            b.fire("ob1")
+            b.fire("ob2")
+            b(oneway=True)
+        return p.echo("after-oneway-batch")
+
+
+def sc_async_calls(args, steps):
+    with make_proxy(args) as p:
+        p._pyroAsync()  # calls return futures; the frames are ordinary INVOKEs
+        r1 = p.echo("async-1").value
+        return [r1, p.echo("async-2").value]
+
+
+def sc_stream_close(args, steps):
+    """Take two items of a stream, then abandon it: the client sends close_stream as ONEWAY."""
+    with make_proxy(args) as p:
+        it = p.gen(10)
+        got = [next(it), next(it)]
+        it.close()
+        return got + [p.echo("after-close")]
+
+
+def sc_daemon_object(args, steps):
+    """Calls on the daemon object Pyro.Daemon (a dotted object id, PROTOCOL.md §6.3)."""
+    d = Pyro4.Proxy("PYRO:Pyro.Daemon@%s:%d" % (args.host, args.port))
+    d._pyroTimeout = args.timeout
+    with d:
+        ids = d.registered()
+        meta = d.get_metadata("thing")
+        info = d.info()
+        d.ping()
+        return [sorted(ids), sorted(meta["methods"]), bool(info)]
+
+
+def sc_ping(args, steps):
+    with make_proxy(args) as p:
+        p._pyroBind()
+        Pyro4.message.Message.ping(p._pyroConnection)
+        return p.echo("after-ping")
+
+
+def sc_correlation(args, steps):
+    import uuid
+    Pyro4.current_context.correlation_id = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    with make_proxy(args) as p:
+        return p.echo("correlated")
+
+
+def sc_user_annotations(args, steps):
+    class AnnotatingProxy(Pyro4.Proxy):
+        def _pyroAnnotations(self):
+            return {"XTRA": b"user annotation", "XTR2": b""}
+
+    p = AnnotatingProxy("PYRO:thing@%s:%d" % (args.host, args.port))
+    p._pyroTimeout = args.timeout
+    with p:
+        return p.echo("annotated")
+
+
+def sc_custom_handshake(args, steps):
+    with make_proxy(args) as p:
+        p._pyroHandshake = {"token": "s3cr\u00e9t", "n": [1, 2]}
+        return p.echo("after-handshake")
+
+
+class Point(object):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+def sc_object_args(args, steps):
+    """Objects as arguments travel as dicts with "__class__" (PROTOCOL.md §8 #10): a user class
+    the daemon does not know (it answers SerializeError), an exception, a proxy."""
+    with make_proxy(args) as p:
+        for v in (Point(1, 2), ValueError("bad", 7), Pyro4.Proxy("PYRO:other@localhost:1")):
+            try:
+                p.echo(v)
+                steps.add(type(v).__name__, "ok")
+            except Exception as e:
+                steps.add(type(v).__name__, exc_name(e))
+        return len(steps)
+
+
+def sc_metadata_off_property(args, steps):
+    """METADATA=False: `p.value` is sent as a call of a method named "value"."""
+    with _proxy_without_metadata(args) as p:
+        return repr(p.value())
+
+
+def _marshal_batch(p, calls, oneway=False):
+    # Pyro4 4.82's marshal client sends batches with kwargs None and fails on it
+    # (tests/vectors/pyro4/README.md); _pyroInvoke with {} is the same call the daemon accepts.
+    flags = Pyro4.message.FLAGS_BATCH | (Pyro4.message.FLAGS_ONEWAY if oneway else 0)
+    r = p._pyroInvoke("<batch>", calls, {}, flags)
+    return None if oneway else list(r)
+
+
+def sc_dotted(args, steps):
+    """A dotted method name, as `proxy._pyroInvoke("sub.echo", ...)` sends it."""
+    with make_proxy(args) as p:
+        return p._pyroInvoke(args.name or "sub.echo", ("x",), {})
+
+
+def sc_dotted_client_attr(args, steps):
+    """Ordinary client code emitting a dotted name: METADATA=False; p.sub.echo("y")."""
+    with _proxy_without_metadata(args) as p:
+        return p.sub.echo("y")
+
+
+def sc_private(args, steps):
+    with make_proxy(args) as p:
+        return p._pyroInvoke(args.name or "_private", (), {})
+
+
+def sc_batch_name(args, steps):
+    """A batch of echo(1) and a call of --name (dotted or private)."""
+    name = args.name or "sub.echo"
+    with make_proxy(args) as p:
+        if args.serializer == "marshal":
+            return _marshal_batch(p, [("echo", (1,), {}), (name, (2,), {})])
+        b = Pyro4.batch(p)
+        b.echo(1)
+        getattr(b, "__getattr__")(name)(2)
+        return list(b())
+
+
+def sc_getattr_name(args, steps):
+    """Property read of --name (the daemon's __getattr__ path, PROTOCOL.md §6.1)."""
+    with make_proxy(args) as p:
+        return p._pyroInvoke("__getattr__", (args.name or "sub.value",), {})
+
+
+def sc_setattr_name(args, steps):
+    with make_proxy(args) as p:
+        return p._pyroInvoke("__setattr__", (args.name or "sub.value", 7), {})
+
+
+def sc_blob_name(args, steps):
+    """A KEEPSERIALIZED call whose BLBI names --name (PROTOCOL.md §2.8)."""
+    with make_proxy(args) as p:
+        return p._pyroInvoke(args.name or "sub.echo",
+                             (Pyro4.core.SerializedBlob("blobinfo", {"k": [1]}),), {})
+
+
 SCENARIOS = {
     "echo": sc_echo,
     "oneway": sc_oneway,
@@ -199,6 +435,30 @@ SCENARIOS = {
     "evil_connect": sc_evil_connect,
     "switch_invoke": sc_switch_invoke,
     "switch_oneway": sc_switch_oneway,
+    "no_metadata": sc_no_metadata,
+    "kwargs": sc_kwargs,
+    "rich_args": sc_rich_args,
+    "unicode_args": sc_unicode_args,
+    "big_arg": sc_big_arg,
+    "compressed_batch": sc_compressed_batch,
+    "blob_compressed": sc_blob_compressed,
+    "oneway_batch": sc_oneway_batch,
+    "async_calls": sc_async_calls,
+    "stream_close": sc_stream_close,
+    "daemon_object": sc_daemon_object,
+    "ping": sc_ping,
+    "correlation": sc_correlation,
+    "user_annotations": sc_user_annotations,
+    "custom_handshake": sc_custom_handshake,
+    "object_args": sc_object_args,
+    "metadata_off_property": sc_metadata_off_property,
+    "dotted": sc_dotted,
+    "dotted_client_attr": sc_dotted_client_attr,
+    "private": sc_private,
+    "batch_name": sc_batch_name,
+    "getattr_name": sc_getattr_name,
+    "setattr_name": sc_setattr_name,
+    "blob_name": sc_blob_name,
 }
 
 
@@ -241,6 +501,7 @@ def main():
     ap.add_argument("--plain", action="store_true", help="no TLS (talk to the daemon directly)")
     ap.add_argument("--marker", default="/nonexistent/marker")
     ap.add_argument("--token")
+    ap.add_argument("--name", help="method or attribute name for the *_name, dotted, private scenarios")
     ap.add_argument("--tls-max", choices=["1.2", "1.3"])
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=20)
