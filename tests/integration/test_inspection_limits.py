@@ -5,6 +5,8 @@ raised limit is served."""
 
 import zlib
 
+import pytest
+
 from conftest import MSG_CONNECTOK, MSG_RESULT, pyro4_frame, read_vector, recv_frames
 
 CONNECT = read_vector("serpent/echo/00_c2s_CONNECT.bin")
@@ -74,3 +76,21 @@ def test_more_values_than_max_values_is_refused(make_stack):
 def test_values_under_max_values_are_served(make_stack):
     stack = make_stack()
     assert_served(stack, exchange(stack, call(b"[" + b",".join(b"%d" % i for i in range(200)) + b"]")))
+
+
+# The other inspection refusals, each through the real proxy: a SecurityError in the client's
+# serializer and nothing but the CONNECT at the daemon.
+@pytest.mark.parametrize("payload,flags,reason,text", [
+    (HEADER + b"{'object':'thing','method':'echo','params':(),'kwargs':{}}", 0,
+     "malformed_call", "4-element tuple"),
+    (HEADER + b"('thing','echo',('unterminated,),{})", 0, "undecodable", "cannot be decoded"),
+    (HEADER + b"('thing','echo',('\\N{FULL STOP}',),{})", 0, "undecodable", "cannot be decoded"),
+    (b"not a zlib stream", FLAG_COMPRESSED, "inflate_failed", "not a valid zlib stream"),
+    (zlib.compress(HEADER + b"('thing','echo',(1,),{})") + b"trailer", FLAG_COMPRESSED,
+     "inflate_failed", "not a valid zlib stream"),
+], ids=["non_canonical_shape", "syntax_error", "named_escape", "not_zlib", "bytes_after_zlib"])
+def test_other_inspection_refusals_never_reach_the_daemon(make_stack, payload, flags, reason,
+                                                           text):
+    stack = make_stack()
+    reply = exchange(stack, pyro4_frame(msg_type=4, payload=payload, seq=1, flags=flags))
+    assert_refused_not_forwarded(stack, reply, reason, text)
