@@ -149,13 +149,15 @@ static int is_seq(const value_t *v)
 }
 
 static int add_name(call_t *out, call_name_kind_t kind, const value_t *name, size_t index,
-                    size_t cap)
+                    size_t cap, const value_t *args, const value_t *kwargs)
 {
     if (out->n_names == cap)
         return 0;
     out->names[out->n_names].kind = kind;
     out->names[out->n_names].name = name;
     out->names[out->n_names].index = index;
+    out->names[out->n_names].args = args;
+    out->names[out->n_names].kwargs = kwargs;
     out->n_names++;
     return 1;
 }
@@ -177,8 +179,8 @@ static int check_object(const value_t *obj, call_refusal_t *r)
 }
 
 /* resolve_method applies the daemon's steps 5-7 (§6) once objId, method and vargs are known. */
-static int resolve_method(const value_t *method, const value_t *vargs, uint16_t flags,
-                          value_arena_t *arena, call_t *out, call_refusal_t *r)
+static int resolve_method(const value_t *method, const value_t *vargs, const value_t *kwargs,
+                          uint16_t flags, value_arena_t *arena, call_t *out, call_refusal_t *r)
 {
     out->method = method;
     if (method == NULL || method->type != VAL_STR)
@@ -200,7 +202,8 @@ static int resolve_method(const value_t *method, const value_t *vargs, uint16_t 
             const value_t *m = entry->u.seq.items[0];
             if (!call_check_name(m, "batch method", r))
                 return 0;
-            add_name(out, CALL_NAME_BATCH_METHOD, m, i, vargs->u.seq.n);
+            add_name(out, CALL_NAME_BATCH_METHOD, m, i, vargs->u.seq.n, entry->u.seq.items[1],
+                     entry->u.seq.items[2]);
         }
         return 1;
     }
@@ -218,12 +221,12 @@ static int resolve_method(const value_t *method, const value_t *vargs, uint16_t 
         if (!call_check_name(attr, "attribute", r))
             return 0;
         out->property = getattr ? 'g' : 's';
-        add_name(out, CALL_NAME_ATTRIBUTE, attr, 0, 1);
+        add_name(out, CALL_NAME_ATTRIBUTE, attr, 0, 1, NULL, NULL);
         return 1;
     }
     if (!call_check_name(method, "method", r))
         return 0;
-    add_name(out, CALL_NAME_METHOD, method, 0, 1);
+    add_name(out, CALL_NAME_METHOD, method, 0, 1, vargs, kwargs);
     return 1;
 }
 
@@ -254,11 +257,10 @@ int call_from_invoke(const value_t *top, call_form_t form, uint16_t flags, value
         vargs = top->u.seq.items[2];
         kwargs = top->u.seq.items[3];
     }
-    (void)kwargs;
     if (!check_object(obj, r))
         return 0;
     out->object = obj;
-    return resolve_method(method, vargs, flags, arena, out, r);
+    return resolve_method(method, vargs, kwargs, flags, arena, out, r);
 }
 
 int call_from_blob(const value_t *blbi, uint16_t flags, value_arena_t *arena, call_t *out,
@@ -283,7 +285,7 @@ int call_from_blob(const value_t *blbi, uint16_t flags, value_arena_t *arena, ca
         return 0;
     if (!alloc_names(arena, out, 1, r))
         return 0;
-    add_name(out, CALL_NAME_METHOD, method, 0, 1);
+    add_name(out, CALL_NAME_METHOD, method, 0, 1, NULL, NULL);
     return 1;
 }
 

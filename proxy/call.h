@@ -20,8 +20,10 @@ typedef enum {
 
 typedef struct {
     call_name_kind_t kind;
-    const value_t *name; /* VAL_STR after a successful call_check */
-    size_t index;        /* batch position for CALL_NAME_BATCH_METHOD */
+    const value_t *name;   /* VAL_STR after a successful call_check */
+    size_t index;          /* batch position for CALL_NAME_BATCH_METHOD */
+    const value_t *args;   /* the call's vargs and kwargs as decoded (methods only; NULL for a */
+    const value_t *kwargs; /* KEEPSERIALIZED call, whose argument is an opaque blob) */
 } call_name_t;
 
 typedef enum {

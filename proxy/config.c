@@ -579,6 +579,405 @@ static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
     return ok;
 }
 
+/* ---- tls lists ----------------------------------------------------------------------- */
+
+/* for_each_scalar calls |fn| for |node| when it is a scalar, or for each item of a list of
+ * scalars; |what| names the expected item in errors. */
+typedef int (*cfg_item_fn)(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const char *path,
+                           void *state);
+
+static int for_each_scalar(cfg_ctx_t *ctx, yaml_node_t *node, const char *path, const char *what,
+                           size_t max_items, cfg_item_fn fn, void *state)
+{
+    char item_path[320];
+    int ok = 1;
+
+    if (node->type == YAML_SCALAR_NODE) {
+        const char *s = scalar(ctx, node, path, what);
+        return s != NULL && fn(ctx, node, s, path, state);
+    }
+    if (node->type != YAML_SEQUENCE_NODE) {
+        cfg_err(ctx, node, path, "expected %s or a list of them, got %s", what, node_kind(node));
+        return 0;
+    }
+    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (n == 0) {
+        cfg_err(ctx, node, path, "the list is empty");
+        return 0;
+    }
+    if (n > max_items) {
+        cfg_err(ctx, node, path, "at most %zu items are supported", max_items);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        const char *s = scalar(ctx, item, item_path, what);
+        if (s == NULL || !fn(ctx, item, s, item_path, state))
+            ok = 0;
+    }
+    return ok;
+}
+
+typedef struct {
+    char **items;
+    size_t n;
+    size_t cap;
+    size_t digits; /* 0: serial */
+} hex_list_t;
+
+static int add_hex(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const char *path, void *state)
+{
+    hex_list_t *l = state;
+    char norm[PATTERN_MAX_LEN];
+    if (!pattern_hex_normalise(s, strlen(s), l->digits, norm, sizeof(norm))) {
+        if (l->digits)
+            cfg_err(ctx, item, path,
+                    "'%s' is not a SHA-256 fingerprint (64 hex digits, ':' separators allowed)", s);
+        else
+            cfg_err(ctx, item, path, "'%s' is not a certificate serial in hex", s);
+        return 0;
+    }
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        char **n = realloc(l->items, ncap * sizeof(*n));
+        if (n == NULL) {
+            cfg_err(ctx, item, path, "out of memory");
+            return 0;
+        }
+        l->items = n;
+        l->cap = ncap;
+    }
+    l->items[l->n] = strdup(norm);
+    if (l->items[l->n] == NULL) {
+        cfg_err(ctx, item, path, "out of memory");
+        return 0;
+    }
+    l->n++;
+    return 1;
+}
+
+static const size_t kSerialDigits = 0, kSha256Digits = 64;
+
+/* parse_hex_list reads serials (|arg| &kSerialDigits) or fingerprints (&kSha256Digits). */
+static int parse_hex_list(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                          const void *arg)
+{
+    config_hexlist_t *out = field;
+    size_t digits = *(const size_t *)arg;
+    hex_list_t l = {out->items, out->n, out->n, digits};
+    int ok = for_each_scalar(ctx, node, path, digits ? "a SHA-256 fingerprint" : "a serial",
+                             1u << 20, add_hex, &l);
+    out->items = l.items;
+    out->n = l.n;
+    return ok;
+}
+
+typedef struct {
+    char *joined;
+    size_t len;
+} join_state_t;
+
+static int add_joined(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const char *path,
+                      void *state)
+{
+    join_state_t *j = state;
+    size_t n = strlen(s);
+    if (n == 0) {
+        cfg_err(ctx, item, path, "must not be empty");
+        return 0;
+    }
+    char *grown = realloc(j->joined, j->len + n + 2);
+    if (grown == NULL) {
+        cfg_err(ctx, item, path, "out of memory");
+        return 0;
+    }
+    j->joined = grown;
+    if (j->len)
+        j->joined[j->len++] = ':';
+    memcpy(j->joined + j->len, s, n + 1);
+    j->len += n;
+    return 1;
+}
+
+/* parse_colon_list reads a string ("A:B") or a list of strings, stored joined with ':'. The
+ * names themselves are checked by BoringSSL when the TLS context is built (tls.c). */
+static int parse_colon_list(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                            const void *arg)
+{
+    join_state_t j = {NULL, 0};
+    if (!for_each_scalar(ctx, node, path, "a name", 256, add_joined, &j)) {
+        free(j.joined);
+        return 0;
+    }
+    config_text_t *out = field;
+    free(out->text);
+    out->text = j.joined;
+    out->mark = node_mark(node);
+    return 1;
+}
+
+/* ---- clients -------------------------------------------------------------------------- */
+
+typedef enum { PAT_GLOB, PAT_GLOB_NOCASE, PAT_IP, PAT_SERIAL, PAT_SHA256 } pat_type_t;
+
+typedef struct {
+    config_patterns_t *list;
+    size_t cap;
+    pat_type_t type;
+} pat_state_t;
+
+static int add_pattern(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const char *path,
+                       void *state)
+{
+    pat_state_t *st = state;
+    config_patterns_t *l = st->list;
+    char why[200];
+    pattern_t p;
+    int ok;
+
+    memset(&p, 0, sizeof(p));
+    switch (st->type) {
+    case PAT_GLOB:
+        ok = pattern_compile_glob(&p, s, 0, why, sizeof(why));
+        break;
+    case PAT_GLOB_NOCASE:
+        ok = pattern_compile_glob(&p, s, 1, why, sizeof(why));
+        break;
+    case PAT_IP:
+        ok = pattern_compile_ip(&p, s, why, sizeof(why));
+        break;
+    case PAT_SERIAL:
+        ok = pattern_compile_hex(&p, s, 0, why, sizeof(why));
+        break;
+    default:
+        ok = pattern_compile_hex(&p, s, 64, why, sizeof(why));
+        break;
+    }
+    if (!ok) {
+        cfg_err(ctx, item, path, "%s", why);
+        return 0;
+    }
+    if (l->n == st->cap) {
+        size_t ncap = st->cap ? st->cap * 2 : 4;
+        pattern_t *n = realloc(l->items, ncap * sizeof(*n));
+        if (n == NULL) {
+            pattern_free(&p);
+            cfg_err(ctx, item, path, "out of memory");
+            return 0;
+        }
+        l->items = n;
+        st->cap = ncap;
+    }
+    l->items[l->n++] = p;
+    return 1;
+}
+
+static int parse_patterns_as(cfg_ctx_t *ctx, yaml_node_t *node, config_patterns_t *out,
+                             const char *path, pat_type_t type, const char *what)
+{
+    pat_state_t st = {out, out->n, type};
+    return for_each_scalar(ctx, node, path, what, CONFIG_MAX_ENTRIES, add_pattern, &st);
+}
+
+static int parse_name_globs(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                            const void *arg)
+{
+    return parse_patterns_as(ctx, node, field, path, PAT_GLOB, "a name pattern");
+}
+
+static int parse_object_globs(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                              const void *arg)
+{
+    return parse_patterns_as(ctx, node, field, path, PAT_GLOB, "an object id pattern");
+}
+
+/* The match keys, in identity_field_t order. */
+static const struct {
+    const char *key;
+    pat_type_t type;
+} kMatchKeys[ID_FIELDS] = {
+    {"cn", PAT_GLOB},           {"o", PAT_GLOB},        {"ou", PAT_GLOB},
+    {"dns", PAT_GLOB_NOCASE},   {"uri", PAT_GLOB},      {"ip", PAT_IP},
+    {"email", PAT_GLOB_NOCASE}, {"serial", PAT_SERIAL}, {"sha256", PAT_SHA256},
+};
+
+static int parse_match(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                       const void *arg)
+{
+    config_client_t *c = field;
+    char sub[320];
+    int ok = 1;
+
+    /* `match: {}` (or an empty `match:`) matches every verified client, explicitly. */
+    if (node->type == YAML_SCALAR_NODE && is_plain(node) && node->data.scalar.length == 0)
+        return 1;
+    if (node->type != YAML_MAPPING_NODE) {
+        cfg_err(ctx, node, path, "expected a mapping of match keys, got %s", node_kind(node));
+        return 0;
+    }
+    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(ctx->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(ctx->doc, p->value);
+        const char *name = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "";
+        size_t f;
+        for (f = 0; f < ID_FIELDS; f++) {
+            if (strcmp(kMatchKeys[f].key, name) == 0)
+                break;
+        }
+        if (f == ID_FIELDS) {
+            /* Worded as every other unknown key (DESIGN.md's own example is this one). */
+            cfg_err(ctx, k, path, "unknown key '%s'", name);
+            ok = 0;
+            continue;
+        }
+        if (c->match[f].n != 0) {
+            cfg_err(ctx, k, path, "duplicate key '%s'", name);
+            ok = 0;
+            continue;
+        }
+        join_path(sub, sizeof(sub), path, name);
+        if (!parse_patterns_as(ctx, v, &c->match[f], sub, kMatchKeys[f].type, "a pattern"))
+            ok = 0;
+    }
+    return ok;
+}
+
+static const cfg_key_t kAccessKeys[] = {
+    {"object", parse_object_globs, offsetof(config_access_t, objects), 1, NULL},
+    {"methods", parse_name_globs, offsetof(config_access_t, methods), 0, NULL},
+    {"get", parse_name_globs, offsetof(config_access_t, get), 0, NULL},
+    {"set", parse_name_globs, offsetof(config_access_t, set), 0, NULL},
+    CFG_TABLE_END,
+};
+
+/* parse_access reads an allow (|arg| "allow") or deny list. */
+static int parse_access(cfg_ctx_t *ctx, yaml_node_t *node, config_access_t **out, size_t *out_n,
+                        const char *path, int is_allow)
+{
+    char item_path[320];
+    int ok = 1;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        cfg_err(ctx, node, path, "expected a list of entries (object, methods, get, set), got %s",
+                node_kind(node));
+        return 0;
+    }
+    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (n > CONFIG_MAX_ENTRIES) {
+        cfg_err(ctx, node, path, "at most %d entries are supported", CONFIG_MAX_ENTRIES);
+        return 0;
+    }
+    if (n == 0)
+        return 1;
+    *out = calloc(n, sizeof(**out));
+    if (*out == NULL) {
+        cfg_err(ctx, node, path, "out of memory");
+        return 0;
+    }
+    *out_n = n;
+    for (size_t i = 0; i < n; i++) {
+        config_access_t *a = &(*out)[i];
+        yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        a->mark = node_mark(item);
+        if (!parse_map(ctx, item, a, item_path, kAccessKeys)) {
+            ok = 0;
+            continue;
+        }
+        if (is_allow && a->methods.n == 0 && a->get.n == 0 && a->set.n == 0) {
+            /* Allowing a whole object would be one `**` away from allowing everything: the
+             * operator writes methods: ["*"] when that is what is meant. */
+            cfg_err(ctx, item, item_path,
+                    "an allow entry needs at least one of methods, get or set");
+            ok = 0;
+        }
+    }
+    return ok;
+}
+
+static int parse_allow(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                       const void *arg)
+{
+    config_client_t *c = field;
+    return parse_access(ctx, node, &c->allow, &c->n_allow, path, 1);
+}
+
+static int parse_deny(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                      const void *arg)
+{
+    config_client_t *c = field;
+    return parse_access(ctx, node, &c->deny, &c->n_deny, path, 0);
+}
+
+static const cfg_key_t kClientKeys[] = {
+    {"name", parse_string, offsetof(config_client_t, name), 1, NULL},
+    {"match", parse_match, 0, 1, NULL},
+    {"allow", parse_allow, 0, 0, NULL},
+    {"deny", parse_deny, 0, 0, NULL},
+    CFG_TABLE_END,
+};
+
+static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                         const void *arg)
+{
+    config_t *cfg = ctx->cfg;
+    char item_path[320], sub[340];
+    int ok = 1;
+
+    /* `clients: []` refuses every client: a valid, if useless, deny-everything policy. */
+    if (node->type != YAML_SEQUENCE_NODE) {
+        cfg_err(ctx, node, path, "expected a list of client rules, got %s", node_kind(node));
+        return 0;
+    }
+    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (n > CONFIG_MAX_CLIENTS) {
+        cfg_err(ctx, node, path, "at most %d client rules are supported", CONFIG_MAX_CLIENTS);
+        return 0;
+    }
+    if (n == 0)
+        return 1;
+    cfg->clients = calloc(n, sizeof(*cfg->clients));
+    if (cfg->clients == NULL) {
+        cfg_err(ctx, node, path, "out of memory");
+        return 0;
+    }
+    cfg->n_clients = n;
+    for (size_t i = 0; i < n; i++) {
+        config_client_t *c = &cfg->clients[i];
+        yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        c->mark = node_mark(item);
+        if (!parse_map(ctx, item, c, item_path, kClientKeys)) {
+            ok = 0;
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (cfg->clients[j].name != NULL && strcmp(cfg->clients[j].name, c->name) == 0) {
+                join_path(sub, sizeof(sub), item_path, "name");
+                config_error(ctx->errs, ctx->file, c->mark, sub,
+                             "rule name '%s' is already used by %s[%zu]", c->name, path, j);
+                ok = 0;
+            }
+        }
+    }
+    return ok;
+}
+
+static int parse_log_calls(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                           const void *arg)
+{
+    static const cfg_enum_t modes = {{"all", "denied", "none", NULL},
+                                     {LOG_CALLS_ALL, LOG_CALLS_DENIED, LOG_CALLS_NONE},
+                                     "all, denied or none"};
+    int v = 0;
+    if (!parse_enum(ctx, node, &v, path, &modes))
+        return 0;
+    *(log_calls_t *)field = (log_calls_t)v;
+    return 1;
+}
+
 /* ---- the tables ----------------------------------------------------------------------- */
 
 static const cfg_range_t kMessageBytes = {64, 0x7fffffffu, "bytes"};
@@ -596,11 +995,18 @@ static const cfg_range_t kTimeout = {1, 86400000, "milliseconds"};
 
 /* Section tables use offsets from the start of config_t; parse_section passes the same base. */
 static const cfg_key_t kTlsKeys[] = {
-    {"cert", parse_file, TLS_FIELD(cert), 1, NULL},
-    {"key", parse_file, TLS_FIELD(key), 1, NULL},
+    {"cert", parse_file, TLS_FIELD(cert), 0, NULL},
+    {"key", parse_file, TLS_FIELD(key), 0, NULL},
     {"client_ca", parse_file, TLS_FIELD(client_ca), 1, NULL},
     {"crl", parse_file, TLS_FIELD(crl), 0, NULL},
     {"min_version", parse_min_version, TLS_FIELD(min_version), 0, NULL},
+    {"key_password_file", parse_file, TLS_FIELD(key_password_file), 0, NULL},
+    {"pkcs12", parse_file, TLS_FIELD(pkcs12), 0, NULL},
+    {"pkcs12_password_file", parse_file, TLS_FIELD(pkcs12_password_file), 0, NULL},
+    {"ciphers", parse_colon_list, TLS_FIELD(ciphers), 0, NULL},
+    {"curves", parse_colon_list, TLS_FIELD(curves), 0, NULL},
+    {"deny_serials", parse_hex_list, TLS_FIELD(deny_serials), 0, &kSerialDigits},
+    {"deny_sha256", parse_hex_list, TLS_FIELD(deny_sha256), 0, &kSha256Digits},
     CFG_TABLE_END,
 };
 
@@ -626,13 +1032,50 @@ static const cfg_key_t kLimitsKeys[] = {
 
 static const cfg_key_t kLogKeys[] = {
     {"level", parse_log_level, LOG_FIELD(level), 0, NULL},
+    {"calls", parse_log_calls, LOG_FIELD(calls), 0, NULL},
     CFG_TABLE_END,
 };
 
+static int parse_tls(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                     const void *arg)
+{
+    config_t *cfg = ctx->cfg;
+    if (!parse_map(ctx, node, field, path, kTlsKeys))
+        return 0;
+    /* The server's certificate and key come from PEM files or from one PKCS#12 keystore. */
+    int pem = cfg->tls.cert.path != NULL || cfg->tls.key.path != NULL;
+    int p12 = cfg->tls.pkcs12.path != NULL;
+    if (pem && p12) {
+        cfg_err(ctx, node, path, "give either cert and key, or pkcs12, not both");
+        return 0;
+    }
+    if (!p12 && cfg->tls.cert.path == NULL) {
+        cfg_err(ctx, node, path, "missing required key 'cert' (or 'pkcs12')");
+        return 0;
+    }
+    if (!p12 && cfg->tls.key.path == NULL) {
+        cfg_err(ctx, node, path, "missing required key 'key'");
+        return 0;
+    }
+    if (cfg->tls.key_password_file.path != NULL && p12) {
+        cfg_err(ctx, node, path, "key_password_file goes with key; use pkcs12_password_file");
+        return 0;
+    }
+    if (cfg->tls.pkcs12_password_file.path != NULL && !p12) {
+        cfg_err(ctx, node, path, "pkcs12_password_file is given without pkcs12");
+        return 0;
+    }
+    return 1;
+}
+
 static const cfg_key_t kTopKeys[] = {
-    {"listeners", parse_listeners, 0, 1, NULL}, {"tls", parse_section, 0, 1, kTlsKeys},
-    {"pyro", parse_section, 0, 0, kPyroKeys},   {"limits", parse_section, 0, 0, kLimitsKeys},
-    {"log", parse_section, 0, 0, kLogKeys},     CFG_TABLE_END,
+    {"listeners", parse_listeners, 0, 1, NULL},
+    {"tls", parse_tls, 0, 1, NULL},
+    {"pyro", parse_section, 0, 0, kPyroKeys},
+    {"clients", parse_clients, 0, 1, NULL},
+    {"limits", parse_section, 0, 0, kLimitsKeys},
+    {"log", parse_section, 0, 0, kLogKeys},
+    CFG_TABLE_END,
 };
 
 /* parse_map checks that |node| is a mapping whose keys all appear in |table| exactly once,
@@ -706,6 +1149,33 @@ void config_init(config_t *cfg)
     cfg->limits.idle_timeout_ms = 300000;
     cfg->limits.backend_connect_timeout_ms = 5000;
     cfg->log.level = LOG_INFO;
+    cfg->log.calls = LOG_CALLS_DENIED;
+}
+
+static void free_patterns(config_patterns_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        pattern_free(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+static void free_access(config_access_t *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free_patterns(&a[i].objects);
+        free_patterns(&a[i].methods);
+        free_patterns(&a[i].get);
+        free_patterns(&a[i].set);
+    }
+    free(a);
+}
+
+static void free_strings(char **s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(s[i]);
+    free(s);
 }
 
 void config_free(config_t *cfg)
@@ -720,6 +1190,22 @@ void config_free(config_t *cfg)
     free(cfg->tls.key.path);
     free(cfg->tls.client_ca.path);
     free(cfg->tls.crl.path);
+    free(cfg->tls.key_password_file.path);
+    free(cfg->tls.pkcs12.path);
+    free(cfg->tls.pkcs12_password_file.path);
+    free(cfg->tls.ciphers.text);
+    free(cfg->tls.curves.text);
+    free_strings(cfg->tls.deny_serials.items, cfg->tls.deny_serials.n);
+    free_strings(cfg->tls.deny_sha256.items, cfg->tls.deny_sha256.n);
+    for (size_t i = 0; i < cfg->n_clients; i++) {
+        config_client_t *c = &cfg->clients[i];
+        free(c->name);
+        for (size_t f = 0; f < ID_FIELDS; f++)
+            free_patterns(&c->match[f]);
+        free_access(c->allow, c->n_allow);
+        free_access(c->deny, c->n_deny);
+    }
+    free(cfg->clients);
     free(cfg->file);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -15,12 +15,16 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "identity.h"
 #include "log.h"
+#include "pattern.h"
 
 #define CONFIG_MAX_ERRORS    32
 #define CONFIG_MAX_FILE_SIZE (1u << 20) /* a configuration file larger than 1 MiB is refused */
 #define CONFIG_MAX_LISTENERS 64
-#define CONFIG_MAX_DEPTH     16 /* YAML nesting; pyroguard.yaml needs 4 */
+#define CONFIG_MAX_CLIENTS   4096 /* rules */
+#define CONFIG_MAX_ENTRIES   1024 /* allow or deny entries of one rule; patterns per list */
+#define CONFIG_MAX_DEPTH     16   /* YAML nesting; pyroguard.yaml needs 4 */
 
 /* Where a value came from, to point at it in later errors (certificate checks). */
 typedef struct {
@@ -32,6 +36,18 @@ typedef struct {
     char *path; /* resolved against the configuration file's directory; NULL if unset */
     config_mark_t mark;
 } config_file_t;
+
+/* A string value and where it was written (TLS names checked when the context is built). */
+typedef struct {
+    char *text;
+    config_mark_t mark;
+} config_text_t;
+
+/* Normalised hex values (serials, fingerprints) as pattern_hex_normalise writes them. */
+typedef struct {
+    char **items;
+    size_t n;
+} config_hexlist_t;
 
 typedef struct {
     char *text; /* as written, e.g. "127.0.0.1:9443" */
@@ -47,6 +63,33 @@ typedef struct {
     config_mark_t mark;
 } config_listener_t;
 
+/* A list of patterns given as one scalar or a YAML list of scalars. */
+typedef struct {
+    pattern_t *items;
+    size_t n;
+} config_patterns_t;
+
+/* One allow or deny entry of a client rule: the objects it covers and the names on them. */
+typedef struct {
+    config_patterns_t objects;
+    config_patterns_t methods; /* method calls, plain and inside a BATCH */
+    config_patterns_t get;     /* property reads (p.value) */
+    config_patterns_t set;     /* property writes (p.value = 7) */
+    config_mark_t mark;
+} config_access_t;
+
+typedef struct {
+    char *name;
+    config_patterns_t match[ID_FIELDS]; /* n == 0: key not given */
+    config_access_t *allow;
+    size_t n_allow;
+    config_access_t *deny; /* wins over allow; an entry without names denies whole objects */
+    size_t n_deny;
+    config_mark_t mark;
+} config_client_t;
+
+typedef enum { LOG_CALLS_NONE, LOG_CALLS_DENIED, LOG_CALLS_ALL } log_calls_t;
+
 typedef struct {
     char *file; /* the configuration file as named by the user */
     config_listener_t *listeners;
@@ -56,7 +99,14 @@ typedef struct {
         config_file_t key;
         config_file_t client_ca;
         config_file_t crl;
-        uint16_t min_version; /* TLS1_2_VERSION or TLS1_3_VERSION */
+        uint16_t min_version;            /* TLS1_2_VERSION or TLS1_3_VERSION */
+        config_file_t key_password_file; /* for an encrypted PEM key */
+        config_file_t pkcs12;            /* instead of cert + key */
+        config_file_t pkcs12_password_file;
+        config_text_t ciphers; /* TLS 1.2 cipher list joined with ':'; NULL: BoringSSL's default */
+        config_text_t curves;  /* "X25519:P-256"; NULL: BoringSSL's default */
+        config_hexlist_t deny_serials; /* as identity.h writes serials */
+        config_hexlist_t deny_sha256;  /* 64 upper-case hex digits */
     } tls;
     struct {
         uint32_t protocols;   /* bit 4: Pyro4 protocol 48 */
@@ -73,8 +123,11 @@ typedef struct {
         uint64_t idle_timeout_ms;
         uint64_t backend_connect_timeout_ms;
     } limits;
+    config_client_t *clients; /* first match wins; none matching: refused at CONNECT */
+    size_t n_clients;
     struct {
         log_level_t level;
+        log_calls_t calls; /* which call decisions are logged */
     } log;
 } config_t;
 

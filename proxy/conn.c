@@ -12,8 +12,10 @@
 
 #include "buf.h"
 #include "frame.h"
+#include "identity.h"
 #include "inspect.h"
 #include "log.h"
+#include "policy.h"
 #include "reply.h"
 #include "tls.h"
 
@@ -82,7 +84,10 @@ struct conn {
     uint64_t started_ms;
     uint64_t last_activity_ms;
     char peer[INET6_ADDRSTRLEN + 16];
-    char *subject;
+    identity_t ident;    /* of the verified client certificate, once the handshake is done */
+    int ident_ok;        /* the certificate's identity could be read faithfully */
+    char ident_err[128]; /* why not */
+    int rule;            /* the client's rule in cfg->clients, or POLICY_NO_RULE */
     const char *close_reason;
 };
 
@@ -107,9 +112,35 @@ static void log_conn_fields(log_line_t *l, const conn_t *c)
     log_str(l, "peer", c->peer);
 }
 
-/* log_call_names adds the object id and the method the daemon would resolve. */
+/* log_client adds who the client is: its rule and the identity fields an operator searches. */
+static void log_client(log_line_t *l, const conn_t *c)
+{
+    const char *uris[8];
+    size_t n_uris = 0;
+    if (c->rule != POLICY_NO_RULE)
+        log_str(l, "rule", c->srv->cfg->clients[c->rule].name);
+    if (!c->ident_ok)
+        return;
+    log_str(l, "subject", c->ident.subject);
+    for (size_t i = 0; i < c->ident.n_values && n_uris < 8; i++) {
+        if (c->ident.field_of[i] == ID_URI)
+            uris[n_uris++] = c->ident.values[i];
+    }
+    if (n_uris)
+        log_strlist(l, "uri", uris, n_uris);
+    const char *serial = identity_first(&c->ident, ID_SERIAL);
+    if (serial != NULL)
+        log_str(l, "serial", serial);
+}
+
+#define LOG_MAX_NAMES 32
+
+/* log_call_names adds the object id, the method as sent and every name the daemon would
+ * resolve, in its order (batch methods, the property) — never argument values. */
 static void log_call_names(log_line_t *l, const inspect_t *in)
 {
+    char rendered[LOG_MAX_NAMES][128];
+    const char *names[LOG_MAX_NAMES];
     if (in == NULL || !in->decoded)
         return;
     const call_t *call = &in->call;
@@ -119,26 +150,36 @@ static void log_call_names(log_line_t *l, const inspect_t *in)
         log_strn(l, "method", call->method->u.str.data, call->method->u.str.len);
     if (call->property)
         log_str(l, "property", call->property == 'g' ? "get" : "set");
+    size_t n = call->n_names < LOG_MAX_NAMES ? call->n_names : LOG_MAX_NAMES;
+    for (size_t i = 0; i < n; i++) {
+        call_render_str(call->names[i].name, rendered[i], sizeof(rendered[i]));
+        names[i] = rendered[i];
+    }
+    if (call->n_names) {
+        log_strlist(l, "names", names, n);
+        if (call->n_names > n)
+            log_uint(l, "names_total", call->n_names);
+    }
 }
 
-static void log_refused_call(conn_t *c, const char *reason, const char *detail, const frame_t *f,
-                             const char *action, const inspect_t *in);
-
-static void log_refused(conn_t *c, const char *reason, const char *detail, const frame_t *f,
-                        const char *action)
+/* log_decision writes one line about a judged client message: "refused" (warn) or "allowed"
+ * (info). Every refusal is written, whatever log.calls says (DESIGN.md property 6: a line for
+ * each refusal); allowed calls only under log.calls: all. |entry| names the policy entry that
+ * decided, when one did. */
+static void log_decision(conn_t *c, int allowed, const char *reason, const char *detail,
+                         const frame_t *f, const char *action, const inspect_t *in,
+                         const char *entry)
 {
-    log_refused_call(c, reason, detail, f, action, NULL);
-}
-
-static void log_refused_call(conn_t *c, const char *reason, const char *detail, const frame_t *f,
-                             const char *action, const inspect_t *in)
-{
+    if (allowed && c->srv->cfg->log.calls != LOG_CALLS_ALL)
+        return;
     log_line_t l;
-    log_begin(&l, LOG_WARN, "refused");
+    log_begin(&l, allowed ? LOG_INFO : LOG_WARN, allowed ? "allowed" : "refused");
     log_conn_fields(&l, c);
-    log_str(&l, "subject", c->subject ? c->subject : "");
+    log_client(&l, c);
+    log_str(&l, "verdict", allowed ? "allowed" : "refused");
     log_str(&l, "reason", reason);
-    log_str(&l, "detail", detail);
+    if (detail != NULL && detail[0] != '\0')
+        log_str(&l, "detail", detail);
     if (f != NULL) {
         const char *ser = frame_serializer_name(f->serializer_id);
         log_str(&l, "msg_type", frame_type_name(f->type));
@@ -150,30 +191,73 @@ static void log_refused_call(conn_t *c, const char *reason, const char *detail, 
         log_uint(&l, "flags", f->flags);
     }
     log_call_names(&l, in);
+    if (entry != NULL && entry[0] != '\0')
+        log_str(&l, "entry", entry);
     log_str(&l, "action", action);
     log_end(&l);
 }
 
+static void log_refused(conn_t *c, const char *reason, const char *detail, const frame_t *f,
+                        const char *action)
+{
+    log_decision(c, 0, reason, detail, f, action, NULL, NULL);
+}
+
+/* conn_identify reads the verified certificate's identity and finds the client's rule; the
+ * verdict waits for the CONNECT, where it can be told in Pyro's terms. */
+static void conn_identify(conn_t *c)
+{
+    X509 *cert = SSL_get_peer_certificate(c->ssl);
+    c->rule = POLICY_NO_RULE;
+    if (cert == NULL) {
+        snprintf(c->ident_err, sizeof(c->ident_err), "no client certificate");
+        return;
+    }
+    c->ident_ok = identity_from_x509(cert, &c->ident, c->ident_err, sizeof(c->ident_err));
+    X509_free(cert);
+    if (c->ident_ok)
+        c->rule = policy_match_client(c->srv->cfg, &c->ident);
+}
+
 static void log_conn_open(conn_t *c)
 {
-    tls_identity_t id;
-    const char *sans[TLS_MAX_SANS];
+    static const struct {
+        identity_field_t field;
+        const char *prefix;
+    } kSans[] = {{ID_DNS, "DNS:"}, {ID_URI, "URI:"}, {ID_IP, "IP:"}, {ID_EMAIL, "email:"}};
+    char text[16][160];
+    const char *sans[16];
+    size_t n_sans = 0;
     log_line_t l;
 
-    tls_identity_from(c->ssl, &id);
-    for (size_t i = 0; i < id.n_sans; i++)
-        sans[i] = id.sans[i];
-    c->subject = strdup(id.subject);
     log_begin(&l, LOG_INFO, "conn_open");
     log_conn_fields(&l, c);
     log_str(&l, "tls_version", SSL_get_version(c->ssl));
     log_str(&l, "cipher", SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
     log_bool(&l, "resumed", SSL_session_reused(c->ssl));
-    log_str(&l, "subject", id.subject);
-    log_str(&l, "issuer", id.issuer);
-    log_strlist(&l, "sans", sans, id.n_sans);
-    log_str(&l, "serial", id.serial);
-    log_str(&l, "sha256", id.sha256);
+    if (c->ident_ok) {
+        log_str(&l, "subject", c->ident.subject);
+        log_str(&l, "issuer", c->ident.issuer);
+        for (size_t k = 0; k < sizeof(kSans) / sizeof(kSans[0]); k++) {
+            for (size_t i = 0; i < c->ident.n_values && n_sans < 16; i++) {
+                if (c->ident.field_of[i] != kSans[k].field)
+                    continue;
+                snprintf(text[n_sans], sizeof(text[n_sans]), "%s%s", kSans[k].prefix,
+                         c->ident.values[i]);
+                sans[n_sans] = text[n_sans];
+                n_sans++;
+            }
+        }
+        log_strlist(&l, "sans", sans, n_sans);
+        log_str(&l, "serial", identity_first(&c->ident, ID_SERIAL));
+        log_str(&l, "sha256", identity_first(&c->ident, ID_SHA256));
+    } else {
+        log_str(&l, "identity_error", c->ident_err);
+    }
+    if (c->rule != POLICY_NO_RULE)
+        log_str(&l, "rule", c->srv->cfg->clients[c->rule].name);
+    else
+        log_bool(&l, "rule_matched", 0);
     log_end(&l);
 }
 
@@ -193,7 +277,7 @@ static void on_timer_closed(uv_handle_t *h)
     srv->n_conns--;
     SSL_free(c->ssl); /* frees both memory BIOs */
     buf_cleanup(&c->c2s);
-    free(c->subject);
+    identity_free(&c->ident);
     free(c);
 }
 
@@ -459,7 +543,7 @@ static void on_deadline(uv_timer_t *t)
 /* refuse_connect answers a refused or unserviceable CONNECT with a CONNECTFAIL in Pyro's own
  * terms and closes (the daemon closes after CONNECTFAIL too, PROTOCOL.md §1). */
 static void refuse_connect_call(conn_t *c, const char *reason, const char *detail, const frame_t *f,
-                                const inspect_t *in)
+                                const inspect_t *in, const char *entry)
 {
     CBB cbb;
     frame_t held;
@@ -469,7 +553,7 @@ static void refuse_connect_call(conn_t *c, const char *reason, const char *detai
         frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes, &held,
                     &err) == FRAME_OK)
         f = &held;
-    log_refused_call(c, reason, detail, f, "connectfail", in);
+    log_decision(c, 0, reason, detail, f, "connectfail", in, entry);
     if (CBB_init(&cbb, 128)) {
         if (reply_connectfail(&cbb, f ? f->seq : c->connect_seq, detail))
             conn_send_built(c, &cbb);
@@ -480,7 +564,7 @@ static void refuse_connect_call(conn_t *c, const char *reason, const char *detai
 
 static void refuse_connect(conn_t *c, const char *reason, const char *detail, const frame_t *f)
 {
-    refuse_connect_call(c, reason, detail, f, NULL);
+    refuse_connect_call(c, reason, detail, f, NULL, NULL);
 }
 
 /* refuse_close handles input that cannot be answered in Pyro's terms (broken framing, a
@@ -491,32 +575,49 @@ static void refuse_close(conn_t *c, const char *reason, const char *detail, cons
     conn_close(c, reason);
 }
 
-static void refuse_invoke(conn_t *c, const frame_t *f, const inspect_t *r)
+/* refuse_invoke answers a refused INVOKE with a SecurityError in the request's serializer and
+ * the same seq, or drops a refused ONEWAY call (Pyro never answers those). */
+static void refuse_invoke(conn_t *c, const frame_t *f, const char *reason, const char *detail,
+                          const inspect_t *in, const char *entry)
 {
     CBB cbb;
     if (f->type == MSG_INVOKE && (f->flags & FLAG4_ONEWAY)) {
-        /* Pyro never answers a ONEWAY call; an answer would desynchronise the client. */
-        log_refused_call(c, r->reason, r->detail, f, "dropped_oneway", r);
+        /* An answer would desynchronise the client. */
+        log_decision(c, 0, reason, detail, f, "dropped_oneway", in, entry);
         return;
     }
     if (!CBB_init(&cbb, 256)) {
-        refuse_close(c, r->reason, r->detail, f);
+        refuse_close(c, reason, detail, f);
         return;
     }
-    if (!reply_security_error(&cbb, f->seq, f->serializer_id, r->detail)) {
+    if (!reply_security_error(&cbb, f->seq, f->serializer_id, detail)) {
         /* No serializer to answer in: the daemon would drop the connection as well. */
         CBB_cleanup(&cbb);
-        log_refused_call(c, r->reason, r->detail, f, "closed", r);
-        conn_close(c, r->reason);
+        log_decision(c, 0, reason, detail, f, "closed", in, entry);
+        conn_close(c, reason);
         return;
     }
-    log_refused_call(c, r->reason, r->detail, f, "exception_reply", r);
+    log_decision(c, 0, reason, detail, f, "exception_reply", in, entry);
     if (!conn_send_built(c, &cbb)) {
         CBB_cleanup(&cbb);
         conn_close(c, "internal_error");
         return;
     }
     CBB_cleanup(&cbb);
+}
+
+/* policy_judge applies the client's rule to a call inspection has allowed. Returns 1 when
+ * allowed (and logs it under log.calls: all); 0 with |d| and |entry| filled otherwise. */
+static int policy_judge(conn_t *c, const frame_t *f, const inspect_t *in, policy_decision_t *d,
+                        char *entry, size_t entry_len)
+{
+    const config_t *cfg = c->srv->cfg;
+    int ok = policy_decide(cfg, c->rule, &in->call,
+                           f->type == MSG_CONNECT && (f->flags & FLAG4_META_ON_CONNECT), d);
+    policy_entry_text(cfg, c->rule, d, entry, entry_len);
+    if (ok)
+        log_decision(c, 1, "allowed", NULL, f, "forwarded", in, entry);
+    return ok;
 }
 
 /* ---- backend -------------------------------------------------------------------------- */
@@ -696,7 +797,8 @@ static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 static void handle_connect(conn_t *c, const frame_t *f)
 {
     inspect_t *in = &c->srv->inspect;
-    char detail[128];
+    char detail[256], entry[64];
+    policy_decision_t d;
 
     if (f->type != MSG_CONNECT) {
         /* Pyro answers this with CONNECTFAIL "invalid msg type" (PROTOCOL.md §1). */
@@ -706,8 +808,24 @@ static void handle_connect(conn_t *c, const frame_t *f)
         return;
     }
     c->connect_seq = f->seq;
+    /* Who the client is decides before anything it sent is decoded. */
+    if (!c->ident_ok) {
+        snprintf(detail, sizeof(detail), "pyroguard: the client certificate cannot be used: %s",
+                 c->ident_err);
+        refuse_connect(c, "identity_invalid", detail, f);
+        return;
+    }
+    if (c->rule == POLICY_NO_RULE) {
+        policy_refuse_unmatched(&c->ident, &d);
+        refuse_connect(c, d.reason, d.detail, f);
+        return;
+    }
     if (inspect_request(c->srv->cfg, f, in) != INSPECT_ALLOW) {
-        refuse_connect_call(c, in->reason, in->detail, f, in);
+        refuse_connect_call(c, in->reason, in->detail, f, in, NULL);
+        return;
+    }
+    if (!policy_judge(c, f, in, &d, entry, sizeof(entry))) {
+        refuse_connect_call(c, d.reason, d.detail, f, in, entry);
         return;
     }
     conn_dial(c);
@@ -716,7 +834,8 @@ static void handle_connect(conn_t *c, const frame_t *f)
 static void handle_request(conn_t *c, const frame_t *f)
 {
     inspect_t *in = &c->srv->inspect;
-    char detail[128];
+    char detail[128], entry[64];
+    policy_decision_t d;
 
     if (f->type != MSG_INVOKE && f->type != MSG_PING) {
         /* A second CONNECT or a reply type from a client: the daemon drops the connection
@@ -727,7 +846,13 @@ static void handle_request(conn_t *c, const frame_t *f)
         return;
     }
     if (inspect_request(c->srv->cfg, f, in) != INSPECT_ALLOW) {
-        refuse_invoke(c, f, in);
+        refuse_invoke(c, f, in->reason, in->detail, in, NULL);
+        buf_consume(&c->c2s, f->total_len);
+        return;
+    }
+    /* A PING names nothing; every INVOKE name goes through the client's rule. */
+    if (f->type == MSG_INVOKE && !policy_judge(c, f, in, &d, entry, sizeof(entry))) {
+        refuse_invoke(c, f, d.reason, d.detail, in, entry);
         buf_consume(&c->c2s, f->total_len);
         return;
     }
@@ -843,6 +968,7 @@ static void conn_tls_read(conn_t *c)
 static void conn_handshake_done(conn_t *c)
 {
     c->state = CONN_AWAIT_CONNECT;
+    conn_identify(c);
     log_conn_open(c);
     c->last_activity_ms = uv_now(c->srv->loop);
     arm_timer(c, c->srv->cfg->limits.idle_timeout_ms);
@@ -991,6 +1117,7 @@ void conn_accept(listener_t *l)
     c->lst = l;
     c->id = ++srv->next_conn_id;
     c->state = CONN_HANDSHAKE;
+    c->rule = POLICY_NO_RULE; /* until the handshake names the client */
     buf_init(&c->c2s, cfg->pyro.max_message_bytes + FRAME4_HEADER_LEN);
     if (uv_tcp_init(srv->loop, &c->client) != 0)
         goto free_conn;

@@ -10,6 +10,7 @@
 
 #include "call.h"
 #include "config.h"
+#include "explain.h"
 #include "frame.h"
 #include "inspect.h"
 #include "log.h"
@@ -31,10 +32,16 @@ static const char kUsage[] =
     "                  judge raw client-to-server Pyro message files as pyroguard would and\n"
     "                  print one JSON line each: verdict, reason, object id and every name\n"
     "                  the daemon would resolve (the -c FILE pyro: settings apply)\n"
+    "  explain -c FILE --cert CLIENT.pem [--object OBJ] [--method NAME | --get NAME |\n"
+    "          --set NAME] [--json]\n"
+    "                  test a policy: print the identity read from the certificate, whether\n"
+    "                  the handshake would accept it, the rule it matches and the verdict on\n"
+    "                  the request, with the reason; exit 0 allowed, 3 refused\n"
     "  version         print the version and the libraries it was built with\n"
     "  --help          this text\n"
     "\n"
-    "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error\n";
+    "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,\n"
+    "            3 refused (explain)\n";
 
 static void print_errors(const config_errors_t *errs)
 {
@@ -283,6 +290,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "inspect") == 0)
         return cmd_inspect(argc, argv);
+    if (strcmp(cmd, "explain") == 0) {
+        explain_args_t args;
+        if (!explain_parse_args(argc, argv, &args))
+            return EXIT_USAGE;
+        return explain_run(&args);
+    }
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "check") == 0) {
         const char *path = config_arg(argc, argv);
         if (path == NULL) {

@@ -1,9 +1,13 @@
 /* tls: the server-side TLS context (BoringSSL) and what pyroguard learns from a handshake.
  *
  * tls_ctx_new builds an SSL_CTX from the tls: section: the certificate chain and key (ECDSA
- * or RSA), TLS 1.2/1.3 per min_version, client certificates always required and verified
- * against client_ca and, when given, the CRL. The caller owns the SSL_CTX (SSL_CTX_free).
- * tls_identity_t is a fixed-size stack object: nothing to free. */
+ * or RSA) from PEM files, the key possibly encrypted (key_password_file), or from a PKCS#12
+ * keystore; TLS 1.2/1.3 per min_version, the TLS 1.2 ciphers and the curves when given;
+ * client certificates always required and verified against client_ca and, when given, the
+ * CRL, then refused when the leaf's serial is in deny_serials or any certificate of the chain
+ * has its SHA-256 fingerprint in deny_sha256. The caller owns the SSL_CTX (SSL_CTX_free); the
+ * context keeps a pointer to |cfg|, which must outlive it.
+ * What a verified certificate says about its holder is read by identity.h. */
 #ifndef PYROGUARD_TLS_H
 #define PYROGUARD_TLS_H
 
@@ -17,17 +21,6 @@
 
 #include "config.h"
 
-#define TLS_MAX_SANS 16
-
-typedef struct {
-    char subject[512];
-    char issuer[512];
-    char sans[TLS_MAX_SANS][256]; /* "DNS:…", "URI:…", "IP:…", "email:…" */
-    size_t n_sans;
-    char serial[80]; /* upper-case hex, as openssl prints it */
-    char sha256[65]; /* lower-case hex of the DER certificate */
-} tls_identity_t;
-
 /* tls_ctx_new returns a configured server context, or NULL after adding one line per problem
  * to |errs| (file:line:col of the offending key, the file, and the reason). */
 SSL_CTX *tls_ctx_new(const config_t *cfg, config_errors_t *errs);
@@ -36,14 +29,21 @@ SSL_CTX *tls_ctx_new(const config_t *cfg, config_errors_t *errs);
  * can name the certificate error of a failed handshake. */
 void tls_conn_setup(SSL *ssl);
 
-/* tls_identity_from fills |out| from the verified peer certificate of |ssl|; returns 0 if the
- * peer presented none. */
-int tls_identity_from(const SSL *ssl, tls_identity_t *out);
+/* tls_verify_error_reason names an X509_V_ERR_* code as tls_failure_reason does
+ * ("unknown_ca", "certificate_expired", …). */
+const char *tls_verify_error_reason(long v);
+
+/* tls_cert_denied checks |cert|, at |depth| of a verified chain (0: the client's own), against
+ * tls.deny_serials (leaf only) and tls.deny_sha256 (any depth). Returns 1 with the reason in
+ * |why| when it is listed or cannot be checked (fail closed). */
+int tls_cert_denied(const config_t *cfg, X509 *cert, int depth, char *why, size_t why_len);
 
 /* tls_failure_reason classifies a failed handshake: "no_client_certificate", "unknown_ca",
  * "certificate_expired", "certificate_not_yet_valid", "certificate_revoked",
- * "certificate_invalid", "protocol_version", "not_tls" or "tls_error"; |detail| gets
- * BoringSSL's own words. Call it right after SSL_do_handshake failed, before ERR_clear_error. */
+ * "certificate_denied" (tls.deny_serials or tls.deny_sha256), "certificate_invalid",
+ * "protocol_version", "no_shared_cipher" (no common TLS 1.2 cipher or curve), "not_tls" or
+ * "tls_error"; |detail| gets BoringSSL's own words, or which deny list refused the certificate.
+ * Call it right after SSL_do_handshake failed, before ERR_clear_error. */
 const char *tls_failure_reason(const SSL *ssl, char *detail, size_t detail_len);
 
 #endif

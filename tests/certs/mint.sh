@@ -7,12 +7,27 @@
 #   server-rsa.crt server-rsa.key    RSA 2048, same SANs
 #   client.crt client.key            CN=billing-client O=Example,
 #                                    SAN URI:spiffe://example.org/ns/billing/client DNS:client.example
+#   reader.crt reader.key            CN=inventory-reader OU=readers O=Example,
+#                                    SAN URI:spiffe://example.org/ns/inventory/reader DNS:reader.example
+#   registrar.crt registrar.key      CN=ns-registrar OU=ops O=Example,
+#                                    SAN URI:spiffe://example.org/ns/ops/registrar
+#   admin.crt admin.key              CN=ops-admin OU=ops O=Example, SAN URI:spiffe://example.org/ns/ops/admin
+#                                    IP:10.1.2.3 email:admin@example.org
+#   stranger.crt stranger.key        CN=stranger O=Other (signed by ca; matches none of the test rules),
+#                                    SAN URI:spiffe://other.org/ns/x/stranger
 #   other-ca.crt other-ca.key        an unrelated CA
 #   other-client.crt other-client.key        client signed by other-ca
 #   expired-client.crt expired-client.key    signed by ca, validity entirely in the past
 #   future-client.crt future-client.key      signed by ca, validity entirely in the future
 #   revoked-client.crt revoked-client.key    signed by ca, then revoked
 #   ca.crl                           PEM CRL of ca listing revoked-client (valid 30 days)
+#   server-enc.key server-enc.pass   server.key as encrypted PKCS#8 (AES-256-CBC, PBKDF2 with
+#                                    HMAC-SHA256) and its password (one line)
+#   server.p12 server-p12.pass       PKCS#12 keystore: server.crt, server.key and ca.crt as chain,
+#                                    OpenSSL 3 defaults (AES-256-CBC, PBKDF2, SHA-256 MAC), and its
+#                                    password (one line)
+#   server-nopass.p12                the same keystore with the empty password
+#   server-nomac.p12                 the same keystore without a MAC (BoringSSL refuses it)
 #   ca-db/                           the `openssl ca` state (config, index, serials)
 #
 # Idempotent: when a complete, still-valid set is present nothing is touched; otherwise the whole
@@ -30,8 +45,10 @@ DIR=$(cd "$1" && pwd)
 OPENSSL=${OPENSSL:-openssl}
 
 FILES="ca.crt ca.key server.crt server.key server-rsa.crt server-rsa.key client.crt client.key
+reader.crt reader.key registrar.crt registrar.key admin.crt admin.key stranger.crt stranger.key
 other-ca.crt other-ca.key other-client.crt other-client.key expired-client.crt expired-client.key
-future-client.crt future-client.key revoked-client.crt revoked-client.key ca.crl"
+future-client.crt future-client.key revoked-client.crt revoked-client.key ca.crl
+server-enc.key server-enc.pass server.p12 server-p12.pass server-nopass.p12 server-nomac.p12"
 
 complete_and_valid() {
     local f
@@ -39,7 +56,8 @@ complete_and_valid() {
         [ -s "$DIR/$f" ] || return 1
     done
     # Still valid for at least one more day: the CA, the leaf certs and the CRL.
-    for f in ca.crt server.crt server-rsa.crt client.crt other-client.crt revoked-client.crt; do
+    for f in ca.crt server.crt server-rsa.crt client.crt reader.crt registrar.crt admin.crt \
+        stranger.crt other-client.crt revoked-client.crt; do
         "$OPENSSL" x509 -in "$DIR/$f" -noout -checkend 86400 >/dev/null 2>&1 || return 1
     done
     local next
@@ -121,6 +139,14 @@ leaf server ca "/O=Example/CN=localhost" "$SERVER_EXT" ec
 leaf server-rsa ca "/O=Example/CN=localhost" "$SERVER_EXT" rsa
 leaf client ca "/O=Example/CN=billing-client" \
     "$(client_ext 'URI:spiffe://example.org/ns/billing/client, DNS:client.example')" ec
+leaf reader ca "/O=Example/OU=readers/CN=inventory-reader" \
+    "$(client_ext 'URI:spiffe://example.org/ns/inventory/reader, DNS:reader.example')" ec
+leaf registrar ca "/O=Example/OU=ops/CN=ns-registrar" \
+    "$(client_ext 'URI:spiffe://example.org/ns/ops/registrar')" ec
+leaf admin ca "/O=Example/OU=ops/CN=ops-admin" \
+    "$(client_ext 'URI:spiffe://example.org/ns/ops/admin, IP:10.1.2.3, email:admin@example.org')" ec
+leaf stranger ca "/O=Other/CN=stranger" \
+    "$(client_ext 'URI:spiffe://other.org/ns/x/stranger')" ec
 leaf other-client other-ca "/O=Example/CN=billing-client" \
     "$(client_ext 'URI:spiffe://example.org/ns/billing/client, DNS:client.example')" ec
 
@@ -182,6 +208,22 @@ ca_leaf future-client future-client -startdate 20700101000000Z -enddate 20710101
 ca_leaf revoked-client revoked-client
 ossl ca -batch -config "$DB/ca.cnf" -revoke "$DIR/revoked-client.crt" -crl_reason keyCompromise
 ossl ca -batch -config "$DB/ca.cnf" -gencrl -crldays 30 -out "$DIR/ca.crl"
+
+# The server's key in the other forms tls: accepts: an encrypted PEM key and PKCS#12 keystores.
+echo 'correct horse battery staple' >"$DIR/server-enc.pass"
+ossl pkcs8 -topk8 -in "$DIR/server.key" -v2 aes-256-cbc -v2prf hmacWithSHA256 \
+    -passout "file:$DIR/server-enc.pass" -out "$DIR/server-enc.key"
+echo 'p12 secret' >"$DIR/server-p12.pass"
+p12() {
+    local out=$1
+    shift
+    ossl pkcs12 -export -in "$DIR/server.crt" -inkey "$DIR/server.key" -certfile "$DIR/ca.crt" \
+        -name server "$@" -out "$DIR/$out"
+}
+p12 server.p12 -passout "file:$DIR/server-p12.pass"
+p12 server-nopass.p12 -passout pass:
+p12 server-nomac.p12 -passout pass: -nomac
+chmod 600 "$DIR"/*.pass "$DIR"/*.p12
 
 chmod 600 "$DIR"/*.key
 echo "mint.sh: minted dev CA, server and client certificates into $DIR"

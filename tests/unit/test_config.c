@@ -36,6 +36,8 @@
     "  key: server.key\n"                                                                          \
     "  client_ca: ca.crt\n"
 #define MINIMAL LISTENERS TLS
+/* clients: is required; tests add it after everything else so that lines stay as above. */
+#define CLIENTS "clients: []\n"
 
 static config_t g_cfg;
 static config_errors_t g_errs;
@@ -103,6 +105,14 @@ static void assert_defaults(const config_t *cfg)
     assert_int_equal(cfg->limits.idle_timeout_ms, 300000);
     assert_int_equal(cfg->limits.backend_connect_timeout_ms, 5000);
     assert_int_equal(cfg->log.level, LOG_INFO);
+    assert_int_equal(cfg->log.calls, LOG_CALLS_DENIED);
+    assert_null(cfg->tls.pkcs12.path);
+    assert_null(cfg->tls.key_password_file.path);
+    assert_null(cfg->tls.pkcs12_password_file.path);
+    assert_null(cfg->tls.ciphers.text);
+    assert_null(cfg->tls.curves.text);
+    assert_int_equal(cfg->tls.deny_serials.n, 0);
+    assert_int_equal(cfg->tls.deny_sha256.n, 0);
 }
 
 /* ---- valid configurations ------------------------------------------------------------- */
@@ -118,14 +128,14 @@ static void test_config_init_sets_every_documented_default(void **state)
 
 static void test_minimal_config_gets_every_default(void **state)
 {
-    assert_loads(MINIMAL);
+    assert_loads(MINIMAL CLIENTS);
     assert_defaults(&g_cfg);
     assert_string_equal(g_cfg.file, NAME);
 }
 
 static void test_listener_fields_are_parsed(void **state)
 {
-    assert_loads(MINIMAL);
+    assert_loads(MINIMAL CLIENTS);
     assert_int_equal(g_cfg.n_listeners, 1);
     const config_listener_t *l = &g_cfg.listeners[0];
     assert_string_equal(l->name, "app");
@@ -157,7 +167,7 @@ static void test_every_optional_value_can_be_set(void **state)
                                "  idle_timeout: 86400000\n"
                                "  backend_connect_timeout: 20\n"
                                "log:\n"
-                               "  level: debug\n");
+                               "  level: debug\n" CLIENTS);
     assert_string_equal(g_cfg.tls.crl.path, BASE_DIR "/ca.crl");
     assert_int_equal(g_cfg.tls.min_version, TLS1_3_VERSION);
     assert_int_equal(g_cfg.pyro.protocols, 1u << 4);
@@ -176,7 +186,7 @@ static void test_relative_paths_are_resolved_against_base_dir(void **state)
     assert_loads(LISTENERS "tls:\n"
                            "  cert: server.crt\n"
                            "  key: /secrets/server.key\n"
-                           "  client_ca: sub/dir/ca.crt\n");
+                           "  client_ca: sub/dir/ca.crt\n" CLIENTS);
     assert_string_equal(g_cfg.tls.cert.path, BASE_DIR "/server.crt");
     assert_string_equal(g_cfg.tls.key.path, "/secrets/server.key");
     assert_string_equal(g_cfg.tls.client_ca.path, BASE_DIR "/sub/dir/ca.crt");
@@ -187,7 +197,7 @@ static void test_relative_paths_are_resolved_against_base_dir(void **state)
 
 static void test_paths_stay_as_written_when_base_dir_is_empty(void **state)
 {
-    static const char yaml[] = MINIMAL;
+    static const char yaml[] = MINIMAL CLIENTS;
     memset(&g_errs, 0, sizeof(g_errs));
     assert_true(config_load_buffer(NAME, "", (const uint8_t *)yaml, strlen(yaml), &g_cfg, &g_errs));
     assert_string_equal(g_cfg.tls.cert.path, "server.crt");
@@ -198,25 +208,25 @@ static void test_shipped_style_flow_mappings_are_accepted(void **state)
 {
     assert_loads("listeners: [{name: a, listen: \"127.0.0.1:1\", backend: \"127.0.0.1:2\"}]\n"
                  "tls: {cert: c, key: k, client_ca: ca}\n"
-                 "log: {level: error}\n");
+                 "log: {level: error}\n" CLIENTS);
     assert_int_equal(g_cfg.log.level, LOG_ERROR);
 }
 
 static void test_log_level_warn_is_accepted(void **state)
 {
-    assert_loads(MINIMAL "log:\n  level: warn\n");
+    assert_loads(MINIMAL "log:\n  level: warn\n" CLIENTS);
     assert_int_equal(g_cfg.log.level, LOG_WARN);
 }
 
 static void test_smallest_message_limit_is_accepted(void **state)
 {
-    assert_loads(MINIMAL "pyro:\n  max_message_bytes: 64\n");
+    assert_loads(MINIMAL "pyro:\n  max_message_bytes: 64\n" CLIENTS);
     assert_int_equal(g_cfg.pyro.max_message_bytes, 64);
 }
 
 static void test_largest_message_limit_is_accepted(void **state)
 {
-    assert_loads(MINIMAL "pyro:\n  max_message_bytes: 2147483647\n");
+    assert_loads(MINIMAL "pyro:\n  max_message_bytes: 2147483647\n" CLIENTS);
     assert_int_equal(g_cfg.pyro.max_message_bytes, 2147483647u);
 }
 
@@ -224,12 +234,12 @@ static void test_largest_message_limit_is_accepted(void **state)
 
 static void test_unknown_top_level_key_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "listner: x\n", "t.yaml:9:1: unknown key 'listner'");
+    assert_refused_with(MINIMAL "listner: x\n" CLIENTS, "t.yaml:9:1: unknown key 'listner'");
 }
 
 static void test_unknown_nested_key_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "  cnn: x\n", "t.yaml:9:3: tls: unknown key 'cnn'");
+    assert_refused_with(MINIMAL "  cnn: x\n" CLIENTS, "t.yaml:9:3: tls: unknown key 'cnn'");
 }
 
 static void test_unknown_listener_key_is_refused(void **state)
@@ -238,42 +248,42 @@ static void test_unknown_listener_key_is_refused(void **state)
                         "  - name: app\n"
                         "    listen: 0.0.0.0:9443\n"
                         "    backend: 127.0.0.1:9090\n"
-                        "    mode: tcp\n" TLS,
+                        "    mode: tcp\n" TLS CLIENTS,
                         "t.yaml:5:5: listeners[0]: unknown key 'mode'");
 }
 
 static void test_keys_are_case_sensitive(void **state)
 {
-    assert_refused_with(MINIMAL "Log:\n  level: info\n", "t.yaml:9:1: unknown key 'Log'");
+    assert_refused_with(MINIMAL "Log:\n  level: info\n" CLIENTS, "t.yaml:9:1: unknown key 'Log'");
 }
 
 static void test_duplicate_key_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "  cert: other.crt\n", "t.yaml:9:3: tls: duplicate key 'cert'");
+    assert_refused_with(MINIMAL "  cert: other.crt\n" CLIENTS, "t.yaml:9:3: tls: duplicate key 'cert'");
 }
 
 static void test_duplicate_section_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "log:\n  level: info\nlog:\n  level: debug\n",
+    assert_refused_with(MINIMAL "log:\n  level: info\nlog:\n  level: debug\n" CLIENTS,
                         "t.yaml:11:1: duplicate key 'log'");
 }
 
 static void test_missing_listeners_is_refused(void **state)
 {
-    assert_refused_with(TLS, "t.yaml:1:1: missing required key 'listeners'");
+    assert_refused_with(TLS CLIENTS, "t.yaml:1:1: missing required key 'listeners'");
 }
 
 static void test_missing_tls_is_refused(void **state)
 {
-    assert_refused_with(LISTENERS, "t.yaml:1:1: missing required key 'tls'");
+    assert_refused_with(LISTENERS CLIENTS, "t.yaml:1:1: missing required key 'tls'");
 }
 
 static void test_missing_tls_cert_is_refused(void **state)
 {
     assert_refused_with(LISTENERS "tls:\n"
                                   "  key: server.key\n"
-                                  "  client_ca: ca.crt\n",
-                        "t.yaml:6:3: tls: missing required key 'cert'");
+                                  "  client_ca: ca.crt\n" CLIENTS,
+                        "t.yaml:6:3: tls: missing required key 'cert' (or 'pkcs12')");
 }
 
 static void test_missing_tls_client_ca_is_refused(void **state)
@@ -281,7 +291,7 @@ static void test_missing_tls_client_ca_is_refused(void **state)
     /* Client certificates are always required, so the CA that signs them is too. */
     assert_refused_with(LISTENERS "tls:\n"
                                   "  cert: server.crt\n"
-                                  "  key: server.key\n",
+                                  "  key: server.key\n" CLIENTS,
                         "t.yaml:6:3: tls: missing required key 'client_ca'");
 }
 
@@ -289,7 +299,7 @@ static void test_listener_without_backend_is_refused(void **state)
 {
     assert_refused_with("listeners:\n"
                         "  - name: app\n"
-                        "    listen: 0.0.0.0:9443\n" TLS,
+                        "    listen: 0.0.0.0:9443\n" TLS CLIENTS,
                         "t.yaml:2:5: listeners[0]: missing required key 'backend'");
 }
 
@@ -299,12 +309,13 @@ static void test_every_error_of_a_file_is_reported_in_order(void **state)
                                 "  cert: server.crt\n"
                                 "  cnn: x\n"
                                 "pyro:\n"
-                                "  serializers: [pickle]\n"));
-    assert_int_equal(g_errs.n, 4);
+                                "  serializers: [pickle]\n" CLIENTS));
+    /* The missing 'key' is not reported: cert/key/pkcs12 are checked once the tls keys
+     * themselves parse. */
+    assert_int_equal(g_errs.n, 3);
     assert_string_equal(g_errs.lines[0], "t.yaml:7:3: tls: unknown key 'cnn'");
-    assert_string_equal(g_errs.lines[1], "t.yaml:6:3: tls: missing required key 'key'");
-    assert_string_equal(g_errs.lines[2], "t.yaml:6:3: tls: missing required key 'client_ca'");
-    assert_string_equal(g_errs.lines[3], "t.yaml:9:17: pyro.serializers[0]: 'pickle' executes "
+    assert_string_equal(g_errs.lines[1], "t.yaml:6:3: tls: missing required key 'client_ca'");
+    assert_string_equal(g_errs.lines[2], "t.yaml:9:17: pyro.serializers[0]: 'pickle' executes "
                                          "code on the server when decoded and can never be "
                                          "allowed");
 }
@@ -315,7 +326,7 @@ static void test_errors_past_the_cap_are_counted_not_kept(void **state)
     size_t n = (size_t)snprintf(yaml, sizeof(yaml), "%s", MINIMAL "pyro:\n  serializers: [");
     for (int i = 0; i < 40; i++)
         n += (size_t)snprintf(yaml + n, sizeof(yaml) - n, "%sx%d", i ? ", " : "", i);
-    snprintf(yaml + n, sizeof(yaml) - n, "]\n");
+    snprintf(yaml + n, sizeof(yaml) - n, "]\n" CLIENTS);
     assert_false(load(yaml));
     assert_int_equal(g_errs.n, CONFIG_MAX_ERRORS);
     assert_int_equal(g_errs.dropped, 40 - CONFIG_MAX_ERRORS);
@@ -328,7 +339,7 @@ static void test_mapping_where_a_path_is_expected_is_refused(void **state)
     assert_refused_with(LISTENERS "tls:\n"
                                   "  cert: {file: server.crt}\n"
                                   "  key: server.key\n"
-                                  "  client_ca: ca.crt\n",
+                                  "  client_ca: ca.crt\n" CLIENTS,
                         "t.yaml:6:9: tls.cert: expected a file path, got a mapping");
 }
 
@@ -337,74 +348,74 @@ static void test_list_where_a_name_is_expected_is_refused(void **state)
     assert_refused_with("listeners:\n"
                         "  - name: [app]\n"
                         "    listen: 0.0.0.0:9443\n"
-                        "    backend: 127.0.0.1:9090\n" TLS,
+                        "    backend: 127.0.0.1:9090\n" TLS CLIENTS,
                         "t.yaml:2:11: listeners[0].name: expected a string, got a list");
 }
 
 static void test_scalar_where_a_section_is_expected_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "limits: none\n", "t.yaml:9:9: limits: expected a mapping, got a "
+    assert_refused_with(MINIMAL "limits: none\n" CLIENTS, "t.yaml:9:9: limits: expected a mapping, got a "
                                                   "scalar");
 }
 
 static void test_listeners_as_a_mapping_is_refused(void **state)
 {
     assert_refused_with("listeners:\n"
-                        "  name: app\n" TLS,
+                        "  name: app\n" TLS CLIENTS,
                         "t.yaml:2:3: listeners: expected a list of listeners, got a mapping");
 }
 
 static void test_string_where_an_integer_is_expected_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "limits:\n  max_connections: many\n",
+    assert_refused_with(MINIMAL "limits:\n  max_connections: many\n" CLIENTS,
                         "t.yaml:10:20: limits.max_connections: expected an integer, got 'many'");
 }
 
 static void test_duration_with_a_unit_suffix_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "limits:\n  idle_timeout: 5m\n",
+    assert_refused_with(MINIMAL "limits:\n  idle_timeout: 5m\n" CLIENTS,
                         "t.yaml:10:17: limits.idle_timeout: expected an integer in milliseconds, "
                         "got '5m'");
 }
 
 static void test_quoted_integer_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: \"1024\"\n",
+    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: \"1024\"\n" CLIENTS,
                         "t.yaml:10:22: pyro.max_message_bytes: expected an integer in bytes, got "
                         "'1024'");
 }
 
 static void test_negative_integer_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: -1\n",
+    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: -1\n" CLIENTS,
                         "t.yaml:10:22: pyro.max_message_bytes: expected an integer in bytes, got "
                         "'-1'");
 }
 
 static void test_integer_overflowing_64_bits_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: 18446744073709551616\n",
+    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: 18446744073709551616\n" CLIENTS,
                         "t.yaml:10:22: pyro.max_message_bytes: expected an integer in bytes, got "
                         "'18446744073709551616'");
 }
 
 static void test_message_limit_below_64_bytes_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: 63\n",
+    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: 63\n" CLIENTS,
                         "t.yaml:10:22: pyro.max_message_bytes: must be between 64 and "
                         "2147483647, got 63");
 }
 
 static void test_message_limit_above_the_pyro4_maximum_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: 2147483648\n",
+    assert_refused_with(MINIMAL "pyro:\n  max_message_bytes: 2147483648\n" CLIENTS,
                         "t.yaml:10:22: pyro.max_message_bytes: must be between 64 and "
                         "2147483647, got 2147483648");
 }
 
 static void test_zero_connections_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "limits:\n  max_connections: 0\n",
+    assert_refused_with(MINIMAL "limits:\n  max_connections: 0\n" CLIENTS,
                         "t.yaml:10:20: limits.max_connections: must be between 1 and 1000000, "
                         "got 0");
 }
@@ -414,7 +425,7 @@ static void test_empty_listener_name_is_refused(void **state)
     assert_refused_with("listeners:\n"
                         "  - name: \"\"\n"
                         "    listen: 0.0.0.0:9443\n"
-                        "    backend: 127.0.0.1:9090\n" TLS,
+                        "    backend: 127.0.0.1:9090\n" TLS CLIENTS,
                         "t.yaml:2:11: listeners[0].name: must not be empty");
 }
 
@@ -423,7 +434,7 @@ static void test_empty_file_path_is_refused(void **state)
     assert_refused_with(LISTENERS "tls:\n"
                                   "  cert: ''\n"
                                   "  key: server.key\n"
-                                  "  client_ca: ca.crt\n",
+                                  "  client_ca: ca.crt\n" CLIENTS,
                         "t.yaml:6:9: tls.cert: must not be empty");
 }
 
@@ -432,100 +443,100 @@ static void test_path_with_a_nul_character_is_refused(void **state)
     assert_refused_with(LISTENERS "tls:\n"
                                   "  cert: \"server\\0.crt\"\n"
                                   "  key: server.key\n"
-                                  "  client_ca: ca.crt\n",
+                                  "  client_ca: ca.crt\n" CLIENTS,
                         "t.yaml:6:9: tls.cert: value contains a NUL character");
 }
 
 static void test_non_scalar_key_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "? [a, b]\n: c\n", "t.yaml:9:3: keys must be plain strings");
+    assert_refused_with(MINIMAL "? [a, b]\n: c\n" CLIENTS, "t.yaml:9:3: keys must be plain strings");
 }
 
 /* ---- pyro.serializers and pyro.protocols ---------------------------------------------- */
 
 static void test_pickle_is_refused_because_it_executes_code(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers: [serpent, pickle]\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers: [serpent, pickle]\n" CLIENTS,
                         "t.yaml:10:26: pyro.serializers[1]: 'pickle' executes code on the server "
                         "when decoded and can never be allowed");
 }
 
 static void test_dill_is_refused_because_it_executes_code(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers: [dill]\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers: [dill]\n" CLIENTS,
                         "t.yaml:10:17: pyro.serializers[0]: 'dill' executes code on the server "
                         "when decoded and can never be allowed");
 }
 
 static void test_cloudpickle_is_refused_because_it_executes_code(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers:\n    - json\n    - cloudpickle\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers:\n    - json\n    - cloudpickle\n" CLIENTS,
                         "t.yaml:12:7: pyro.serializers[1]: 'cloudpickle' executes code on the "
                         "server when decoded and can never be allowed");
 }
 
 static void test_unknown_serializer_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers: [yaml]\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers: [yaml]\n" CLIENTS,
                         "t.yaml:10:17: pyro.serializers[0]: unknown serializer 'yaml' (known: "
                         "serpent, json, marshal, msgpack)");
 }
 
 static void test_serializer_names_are_case_sensitive(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers: [JSON]\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers: [JSON]\n" CLIENTS,
                         "t.yaml:10:17: pyro.serializers[0]: unknown serializer 'JSON' (known: "
                         "serpent, json, marshal, msgpack)");
 }
 
 static void test_serializer_listed_twice_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers: [json, json]\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers: [json, json]\n" CLIENTS,
                         "t.yaml:10:23: pyro.serializers[1]: 'json' is listed twice");
 }
 
 static void test_empty_serializer_list_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers: []\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers: []\n" CLIENTS,
                         "t.yaml:10:16: pyro.serializers: must list at least one serializer");
 }
 
 static void test_serializers_as_a_single_name_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  serializers: json\n",
+    assert_refused_with(MINIMAL "pyro:\n  serializers: json\n" CLIENTS,
                         "t.yaml:10:16: pyro.serializers: expected a list of serializer names, got "
                         "a scalar");
 }
 
 static void test_pyro5_protocol_is_refused_at_load(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [5]\n",
+    assert_refused_with(MINIMAL "pyro:\n  protocols: [5]\n" CLIENTS,
                         "t.yaml:10:15: pyro.protocols[0]: Pyro5 is not supported by this version "
                         "of pyroguard");
 }
 
 static void test_pyro5_next_to_pyro4_is_refused_at_load(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [4, 5]\n",
+    assert_refused_with(MINIMAL "pyro:\n  protocols: [4, 5]\n" CLIENTS,
                         "t.yaml:10:18: pyro.protocols[1]: Pyro5 is not supported by this version "
                         "of pyroguard");
 }
 
 static void test_unknown_protocol_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [3]\n",
+    assert_refused_with(MINIMAL "pyro:\n  protocols: [3]\n" CLIENTS,
                         "t.yaml:10:15: pyro.protocols[0]: unknown Pyro protocol '3' (expected 4)");
 }
 
 static void test_quoted_protocol_number_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [\"4\"]\n",
+    assert_refused_with(MINIMAL "pyro:\n  protocols: [\"4\"]\n" CLIENTS,
                         "t.yaml:10:15: pyro.protocols[0]: expected an integer, got '4'");
 }
 
 static void test_empty_protocol_list_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: []\n",
+    assert_refused_with(MINIMAL "pyro:\n  protocols: []\n" CLIENTS,
                         "t.yaml:10:14: pyro.protocols: must list at least one protocol");
 }
 
@@ -533,26 +544,26 @@ static void test_empty_protocol_list_is_refused(void **state)
 
 static void test_tls_1_1_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "  min_version: \"1.1\"\n",
+    assert_refused_with(MINIMAL "  min_version: \"1.1\"\n" CLIENTS,
                         "t.yaml:9:16: tls.min_version: must be \"1.2\" or \"1.3\", got '1.1'");
 }
 
 static void test_tls_1_3_minimum_is_accepted(void **state)
 {
-    assert_loads(MINIMAL "  min_version: \"1.3\"\n");
+    assert_loads(MINIMAL "  min_version: \"1.3\"\n" CLIENTS);
     assert_int_equal(g_cfg.tls.min_version, TLS1_3_VERSION);
 }
 
 static void test_unknown_log_level_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "log:\n  level: verbose\n",
+    assert_refused_with(MINIMAL "log:\n  level: verbose\n" CLIENTS,
                         "t.yaml:10:10: log.level: must be error, warn, info or debug, got "
                         "'verbose'");
 }
 
 static void test_unknown_compression_mode_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  compression: maybe\n",
+    assert_refused_with(MINIMAL "pyro:\n  compression: maybe\n" CLIENTS,
                         "t.yaml:10:16: pyro.compression: must be allow or deny, got 'maybe'");
 }
 
@@ -562,7 +573,7 @@ static void test_yes_is_not_a_boolean(void **state)
                         "  - name: app\n"
                         "    listen: 0.0.0.0:9443\n"
                         "    backend: 127.0.0.1:9090\n"
-                        "    allow_remote_backend: yes\n" TLS,
+                        "    allow_remote_backend: yes\n" TLS CLIENTS,
                         "t.yaml:5:27: listeners[0].allow_remote_backend: expected true or false, "
                         "got 'yes'");
 }
@@ -573,7 +584,7 @@ static void test_quoted_true_is_not_a_boolean(void **state)
                         "  - name: app\n"
                         "    listen: 0.0.0.0:9443\n"
                         "    backend: 10.0.0.5:9090\n"
-                        "    allow_remote_backend: \"true\"\n" TLS,
+                        "    allow_remote_backend: \"true\"\n" TLS CLIENTS,
                         "t.yaml:5:27: listeners[0].allow_remote_backend: expected true or false, "
                         "got 'true'");
 }
@@ -585,7 +596,7 @@ static void test_remote_backend_is_refused_by_default(void **state)
     assert_refused_with("listeners:\n"
                         "  - name: app\n"
                         "    listen: 0.0.0.0:9443\n"
-                        "    backend: 10.0.0.5:9090\n" TLS,
+                        "    backend: 10.0.0.5:9090\n" TLS CLIENTS,
                         "t.yaml:4:14: listeners[0].backend: '10.0.0.5:9090' is not a loopback "
                         "address (set allow_remote_backend: true to forward plaintext Pyro traffic "
                         "off this host)");
@@ -596,7 +607,7 @@ static void test_remote_ipv6_backend_is_refused_by_default(void **state)
     assert_refused_with("listeners:\n"
                         "  - name: app\n"
                         "    listen: 0.0.0.0:9443\n"
-                        "    backend: \"[2001:db8::1]:9090\"\n" TLS,
+                        "    backend: \"[2001:db8::1]:9090\"\n" TLS CLIENTS,
                         "t.yaml:4:14: listeners[0].backend: '[2001:db8::1]:9090' is not a "
                         "loopback address (set allow_remote_backend: true to forward plaintext "
                         "Pyro traffic off this host)");
@@ -608,7 +619,7 @@ static void test_remote_backend_is_allowed_with_allow_remote_backend(void **stat
                  "  - name: app\n"
                  "    listen: 0.0.0.0:9443\n"
                  "    backend: 10.0.0.5:9090\n"
-                 "    allow_remote_backend: true\n" TLS);
+                 "    allow_remote_backend: true\n" TLS CLIENTS);
     assert_int_equal(g_cfg.listeners[0].allow_remote_backend, 1);
     assert_int_equal(ntohl(in4(&g_cfg.listeners[0].backend)->sin_addr.s_addr), 0x0a000005);
 }
@@ -618,7 +629,7 @@ static void test_any_127_address_is_a_loopback_backend(void **state)
     assert_loads("listeners:\n"
                  "  - name: app\n"
                  "    listen: 0.0.0.0:9443\n"
-                 "    backend: 127.254.0.1:9090\n" TLS);
+                 "    backend: 127.254.0.1:9090\n" TLS CLIENTS);
 }
 
 static void test_localhost_backend_means_127_0_0_1(void **state)
@@ -626,7 +637,7 @@ static void test_localhost_backend_means_127_0_0_1(void **state)
     assert_loads("listeners:\n"
                  "  - name: app\n"
                  "    listen: 0.0.0.0:9443\n"
-                 "    backend: localhost:9090\n" TLS);
+                 "    backend: localhost:9090\n" TLS CLIENTS);
     assert_int_equal(ntohl(in4(&g_cfg.listeners[0].backend)->sin_addr.s_addr), INADDR_LOOPBACK);
     assert_int_equal(ntohs(in4(&g_cfg.listeners[0].backend)->sin_port), 9090);
 }
@@ -636,7 +647,7 @@ static void test_ipv6_loopback_backend_is_accepted(void **state)
     assert_loads("listeners:\n"
                  "  - name: app\n"
                  "    listen: \"[::]:9443\"\n"
-                 "    backend: \"[::1]:9090\"\n" TLS);
+                 "    backend: \"[::1]:9090\"\n" TLS CLIENTS);
     const config_listener_t *l = &g_cfg.listeners[0];
     assert_string_equal(l->backend.text, "[::1]:9090");
     assert_int_equal(ntohs(in6(&l->backend)->sin6_port), 9090);
@@ -653,7 +664,7 @@ static void test_duplicate_listener_names_are_refused(void **state)
                         "    backend: 127.0.0.1:9090\n"
                         "  - name: app\n"
                         "    listen: 0.0.0.0:9444\n"
-                        "    backend: 127.0.0.1:9091\n" TLS,
+                        "    backend: 127.0.0.1:9091\n" TLS CLIENTS,
                         "t.yaml:5:5: listeners[1].name: listener name 'app' is already used by "
                         "listeners[0]");
 }
@@ -666,7 +677,7 @@ static void test_duplicate_listen_addresses_are_refused(void **state)
                         "    backend: 127.0.0.1:9090\n"
                         "  - name: ns\n"
                         "    listen: 0.0.0.0:9443\n"
-                        "    backend: 127.0.0.1:9091\n" TLS,
+                        "    backend: 127.0.0.1:9091\n" TLS CLIENTS,
                         "t.yaml:6:13: listeners[1].listen: address '0.0.0.0:9443' is already used "
                         "by listeners[0]");
 }
@@ -679,7 +690,7 @@ static void test_same_listen_address_spelled_two_ways_is_refused(void **state)
                         "    backend: 127.0.0.1:9090\n"
                         "  - name: ns\n"
                         "    listen: 127.0.0.1:9443\n"
-                        "    backend: 127.0.0.1:9091\n" TLS,
+                        "    backend: 127.0.0.1:9091\n" TLS CLIENTS,
                         "t.yaml:6:13: listeners[1].listen: address '127.0.0.1:9443' is already "
                         "used by listeners[0]");
 }
@@ -700,14 +711,14 @@ static void test_two_distinct_listeners_are_accepted(void **state)
                  "    backend: 127.0.0.1:9090\n"
                  "  - name: ns\n"
                  "    listen: 0.0.0.0:9444\n"
-                 "    backend: 127.0.0.1:9091\n" TLS);
+                 "    backend: 127.0.0.1:9091\n" TLS CLIENTS);
     assert_int_equal(g_cfg.n_listeners, 2);
     assert_string_equal(g_cfg.listeners[1].name, "ns");
 }
 
 static void test_empty_listener_list_is_refused(void **state)
 {
-    assert_refused_with("listeners: []\n" TLS,
+    assert_refused_with("listeners: []\n" TLS CLIENTS,
                         "t.yaml:1:12: listeners: at least one listener is required");
 }
 
@@ -719,7 +730,7 @@ static void test_65_listeners_are_refused(void **state)
         n += (size_t)snprintf(yaml + n, sizeof(yaml) - n,
                               "%s{name: l%d, listen: \"127.0.0.1:%d\", backend: \"127.0.0.1:1\"}",
                               i ? ", " : "", i, 1000 + i);
-    snprintf(yaml + n, sizeof(yaml) - n, "]\n" TLS);
+    snprintf(yaml + n, sizeof(yaml) - n, "]\n" TLS CLIENTS);
     assert_true(n < sizeof(yaml) - 100);
     assert_refused_with(yaml, "t.yaml:1:12: listeners: at most 64 listeners are supported");
 }
@@ -756,7 +767,7 @@ static void test_malformed_addresses_are_refused_with_the_expected_form(void **s
                  "listeners:\n"
                  "  - name: app\n"
                  "    listen: \"%s\"\n"
-                 "    backend: 127.0.0.1:9090\n" TLS,
+                 "    backend: 127.0.0.1:9090\n" TLS CLIENTS,
                  bad[i]);
         snprintf(expected, sizeof(expected),
                  "t.yaml:3:13: listeners[0].listen: invalid address '%s' (expected IP:port or "
@@ -799,19 +810,19 @@ static void test_top_level_list_is_refused(void **state)
 
 static void test_second_document_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "---\nlisteners: []\n",
-                        "t.yaml:9:1: only one YAML document is allowed");
+    assert_refused_with(MINIMAL CLIENTS "---\nlisteners: []\n",
+                        "t.yaml:10:1: only one YAML document is allowed");
 }
 
 static void test_syntax_error_in_a_second_document_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "---\n[\n", "t.yaml:11:1: YAML syntax error: did not find "
-                                            "expected node content");
+    assert_refused_with(MINIMAL CLIENTS "---\n[\n", "t.yaml:12:1: YAML syntax error: did not "
+                                                    "find expected node content");
 }
 
 static void test_explicit_document_markers_are_accepted(void **state)
 {
-    assert_loads("---\n" MINIMAL "...\n");
+    assert_loads("---\n" MINIMAL CLIENTS "...\n");
 }
 
 /* ---- reading a file ------------------------------------------------------------------- */
@@ -833,10 +844,10 @@ static void test_file_over_1_mib_is_refused_before_parsing(void **state)
     snprintf(path, sizeof(path), "%s/big.yaml", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs(MINIMAL, f);
+    fputs(MINIMAL CLIENTS, f);
     /* A comment keeps the text valid YAML: only the size can be the reason. */
     fputc('#', f);
-    for (size_t i = strlen(MINIMAL) + 1; i < CONFIG_MAX_FILE_SIZE + 1; i++)
+    for (size_t i = strlen(MINIMAL CLIENTS) + 1; i < CONFIG_MAX_FILE_SIZE + 1; i++)
         fputc('x', f);
     fclose(f);
 
@@ -858,9 +869,9 @@ static void test_file_of_exactly_1_mib_is_accepted(void **state)
     snprintf(path, sizeof(path), "%s/edge.yaml", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs(MINIMAL, f);
+    fputs(MINIMAL CLIENTS, f);
     fputc('#', f);
-    for (size_t i = strlen(MINIMAL) + 1; i < CONFIG_MAX_FILE_SIZE; i++)
+    for (size_t i = strlen(MINIMAL CLIENTS) + 1; i < CONFIG_MAX_FILE_SIZE; i++)
         fputc('x', f);
     fclose(f);
 
@@ -879,7 +890,7 @@ static void test_file_paths_are_resolved_against_the_files_directory(void **stat
     snprintf(path, sizeof(path), "%s/pyroguard.yaml", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs(MINIMAL, f);
+    fputs(MINIMAL CLIENTS, f);
     fclose(f);
 
     memset(&g_errs, 0, sizeof(g_errs));
@@ -918,7 +929,7 @@ static void test_ids_outside_the_table_are_not_allowed(void **state)
 
 static void test_configured_serializers_replace_the_defaults(void **state)
 {
-    assert_loads(MINIMAL "pyro:\n  serializers: [json]\n");
+    assert_loads(MINIMAL "pyro:\n  serializers: [json]\n" CLIENTS);
     assert_true(config_serializer_allowed(&g_cfg, SER4_JSON));
     assert_false(config_serializer_allowed(&g_cfg, SER4_SERPENT));
     assert_false(config_serializer_allowed(&g_cfg, SER4_MARSHAL));
@@ -936,7 +947,7 @@ static void test_serializer_list_names_the_defaults_in_id_order(void **state)
 static void test_serializer_list_follows_the_configuration(void **state)
 {
     char out[64];
-    assert_loads(MINIMAL "pyro:\n  serializers: [msgpack, json]\n");
+    assert_loads(MINIMAL "pyro:\n  serializers: [msgpack, json]\n" CLIENTS);
     config_serializer_list(&g_cfg, out, sizeof(out));
     assert_string_equal(out, "json, msgpack");
 }
@@ -947,6 +958,554 @@ static void test_serializer_list_fits_a_one_byte_buffer(void **state)
     config_init(&g_cfg);
     config_serializer_list(&g_cfg, out, sizeof(out));
     assert_int_equal(out[0], '\0');
+}
+
+/* ---- clients ---------------------------------------------------------------------------- */
+
+static void test_missing_clients_is_refused(void **state)
+{
+    /* A policy must be written down, even if it is `clients: []` (nobody gets in). */
+    assert_refused_with(MINIMAL, "t.yaml:1:1: missing required key 'clients'");
+}
+
+static void test_empty_client_list_is_accepted(void **state)
+{
+    assert_loads(MINIMAL "clients: []\n");
+    assert_int_equal(g_cfg.n_clients, 0);
+    assert_null(g_cfg.clients);
+}
+
+static void test_client_rules_are_parsed(void **state)
+{
+    assert_loads(MINIMAL "clients:\n"
+                         "  - name: billing\n"
+                         "    match:\n"
+                         "      uri: \"spiffe://example.org/ns/billing/*\"\n"
+                         "      dns: [\"*.Example.org\", api.example.com]\n"
+                         "      ip: 10.0.0.0/8\n"
+                         "      serial: \"00:1a:2b\"\n"
+                         "    allow:\n"
+                         "      - object: billing\n"
+                         "        methods: [charge, \"get_*\"]\n"
+                         "        get: balance\n"
+                         "    deny:\n"
+                         "      - {object: \"reports.*\"}\n"
+                         "  - name: everyone\n"
+                         "    match: {}\n");
+    assert_int_equal(g_cfg.n_clients, 2);
+    const config_client_t *c = &g_cfg.clients[0];
+    assert_string_equal(c->name, "billing");
+    assert_int_equal(c->mark.line, 10);
+    assert_int_equal(c->mark.col, 5);
+    assert_int_equal(c->match[ID_URI].n, 1);
+    assert_int_equal(c->match[ID_URI].items[0].kind, PATTERN_GLOB);
+    assert_string_equal(c->match[ID_URI].items[0].written, "spiffe://example.org/ns/billing/*");
+    assert_int_equal(c->match[ID_URI].items[0].nocase, 0);
+    assert_int_equal(c->match[ID_DNS].n, 2);
+    assert_int_equal(c->match[ID_DNS].items[0].nocase, 1);
+    assert_int_equal(c->match[ID_DNS].items[1].kind, PATTERN_EXACT);
+    assert_int_equal(c->match[ID_IP].items[0].kind, PATTERN_CIDR);
+    assert_int_equal(c->match[ID_SERIAL].items[0].kind, PATTERN_HEX);
+    assert_string_equal(c->match[ID_SERIAL].items[0].text, "1A2B");
+    assert_int_equal(c->match[ID_CN].n, 0);
+    assert_int_equal(c->n_allow, 1);
+    assert_int_equal(c->allow[0].objects.n, 1);
+    assert_int_equal(c->allow[0].methods.n, 2);
+    assert_int_equal(c->allow[0].get.n, 1);
+    assert_int_equal(c->allow[0].set.n, 0);
+    assert_int_equal(c->allow[0].mark.line, 17);
+    assert_int_equal(c->allow[0].mark.col, 9);
+    assert_int_equal(c->n_deny, 1);
+    assert_int_equal(c->deny[0].methods.n, 0);
+    assert_string_equal(c->deny[0].objects.items[0].written, "reports.*");
+    const config_client_t *e = &g_cfg.clients[1];
+    assert_string_equal(e->name, "everyone");
+    assert_int_equal(e->n_allow, 0);
+    assert_int_equal(e->n_deny, 0);
+    for (int f = 0; f < ID_FIELDS; f++)
+        assert_int_equal(e->match[f].n, 0);
+}
+
+static void test_empty_match_value_matches_every_client(void **state)
+{
+    assert_loads(MINIMAL "clients:\n"
+                         "  - name: everyone\n"
+                         "    match:\n");
+    for (int f = 0; f < ID_FIELDS; f++)
+        assert_int_equal(g_cfg.clients[0].match[f].n, 0);
+}
+
+static void test_every_match_key_is_accepted(void **state)
+{
+    assert_loads(MINIMAL "clients:\n"
+                         "  - name: all\n"
+                         "    match:\n"
+                         "      cn: a\n"
+                         "      o: b\n"
+                         "      ou: c\n"
+                         "      dns: d.example.org\n"
+                         "      uri: \"spiffe://e/*\"\n"
+                         "      ip: [\"fd00::/8\", \"10.1.*.*\"]\n"
+                         "      email: \"*@example.org\"\n"
+                         "      serial: \"01\"\n"
+                         "      sha256: \"" /* 64 digits */
+                         "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n");
+    for (int f = 0; f < ID_FIELDS; f++)
+        assert_int_equal(g_cfg.clients[0].match[f].n, f == ID_IP ? 2 : 1);
+    assert_int_equal(g_cfg.clients[0].match[ID_EMAIL].items[0].nocase, 1);
+    assert_string_equal(g_cfg.clients[0].match[ID_SHA256].items[0].text,
+                        "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF");
+}
+
+static void test_clients_as_a_mapping_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients: {name: a}\n",
+                        "t.yaml:9:10: clients: expected a list of client rules, got a mapping");
+}
+
+static void test_client_rule_without_name_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - match: {}\n",
+                        "t.yaml:10:5: clients[0]: missing required key 'name'");
+}
+
+static void test_client_rule_without_match_is_refused(void **state)
+{
+    /* Matching everyone is written `match: {}`, never by forgetting the key. */
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n",
+                        "t.yaml:10:5: clients[0]: missing required key 'match'");
+}
+
+static void test_unknown_client_rule_key_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {}\n"
+                                "    alow: []\n",
+                        "t.yaml:12:5: clients[0]: unknown key 'alow'");
+}
+
+static void test_duplicate_rule_names_are_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {}\n"
+                                "  - name: a\n"
+                                "    match: {}\n",
+                        "t.yaml:12:5: clients[1].name: rule name 'a' is already used by "
+                        "clients[0]");
+}
+
+static void test_empty_rule_name_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: \"\"\n"
+                                "    match: {}\n",
+                        "t.yaml:10:11: clients[0].name: must not be empty");
+}
+
+static void test_4097_client_rules_are_refused(void **state)
+{
+    size_t cap = 64 + (CONFIG_MAX_CLIENTS + 1) * 40;
+    char *yaml = malloc(cap);
+    assert_non_null(yaml);
+    size_t n = (size_t)snprintf(yaml, cap, "%s", MINIMAL "clients:\n");
+    for (int i = 0; i < CONFIG_MAX_CLIENTS + 1; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "  - {name: r%d, match: {}}\n", i);
+    assert_true(n < cap);
+    int ok = load(yaml);
+    free(yaml);
+    assert_false(ok);
+    assert_int_equal(g_errs.n, 1);
+    assert_string_equal(g_errs.lines[0],
+                        "t.yaml:10:3: clients: at most 4096 client rules are supported");
+}
+
+static void test_match_as_a_list_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: [cn]\n",
+                        "t.yaml:11:12: clients[0].match: expected a mapping of match keys, got a "
+                        "list");
+}
+
+static void test_unknown_match_key_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {subject: x}\n",
+                        "t.yaml:11:13: clients[0].match: unknown key 'subject'");
+}
+
+static void test_duplicate_match_key_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {cn: a, cn: b}\n",
+                        "t.yaml:11:20: clients[0].match: duplicate key 'cn'");
+}
+
+static void test_empty_pattern_list_is_refused(void **state)
+{
+    /* An empty list would match nobody: almost certainly not what was meant. */
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {cn: []}\n",
+                        "t.yaml:11:17: clients[0].match.cn: the list is empty");
+}
+
+static void test_mapping_where_a_pattern_is_expected_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {cn: {a: b}}\n",
+                        "t.yaml:11:17: clients[0].match.cn: expected a pattern or a list of them, "
+                        "got a mapping");
+}
+
+static void test_list_inside_a_pattern_list_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {cn: [[a]]}\n",
+                        "t.yaml:11:18: clients[0].match.cn[0]: expected a pattern, got a list");
+}
+
+static void test_empty_pattern_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {cn: \"\"}\n",
+                        "t.yaml:11:17: clients[0].match.cn: a pattern must not be empty");
+}
+
+static void test_empty_pattern_in_a_list_is_refused_with_its_index(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {uri: [\"spiffe://a/*\", \"\"]}\n",
+                        "t.yaml:11:35: clients[0].match.uri[1]: a pattern must not be empty");
+}
+
+static void test_pattern_with_a_control_character_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {cn: \"a\\tb\"}\n",
+                        "t.yaml:11:17: clients[0].match.cn: a pattern must not contain control "
+                        "characters");
+}
+
+static void test_pattern_with_a_nul_character_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {cn: \"a\\0b\"}\n",
+                        "t.yaml:11:17: clients[0].match.cn: value contains a NUL character");
+}
+
+static void test_pattern_over_1024_characters_is_refused(void **state)
+{
+    char yaml[2048], pat[PATTERN_MAX_LEN + 2];
+    memset(pat, 'a', PATTERN_MAX_LEN + 1);
+    pat[PATTERN_MAX_LEN + 1] = '\0';
+    snprintf(yaml, sizeof(yaml),
+             MINIMAL "clients:\n"
+                     "  - name: a\n"
+                     "    match: {cn: %s}\n",
+             pat);
+    assert_refused_with(yaml, "t.yaml:11:17: clients[0].match.cn: a pattern must be at most 1024 "
+                              "characters");
+}
+
+static void test_1025_patterns_in_one_list_are_refused(void **state)
+{
+    char yaml[16384];
+    size_t n = (size_t)snprintf(yaml, sizeof(yaml), "%s",
+                                MINIMAL "clients:\n  - name: a\n    match: {cn: [");
+    for (int i = 0; i < CONFIG_MAX_ENTRIES + 1; i++)
+        n += (size_t)snprintf(yaml + n, sizeof(yaml) - n, "%sp%d", i ? ", " : "", i);
+    snprintf(yaml + n, sizeof(yaml) - n, "]}\n");
+    assert_true(n < sizeof(yaml) - 10);
+    assert_refused_with(yaml, "t.yaml:11:17: clients[0].match.cn: at most 1024 items are "
+                              "supported");
+}
+
+static void test_ip_prefix_with_host_bits_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {ip: 10.0.0.1/8}\n",
+                        "t.yaml:11:17: clients[0].match.ip: '10.0.0.1/8' has bits set after the "
+                        "/8 prefix");
+}
+
+static void test_malformed_ip_prefix_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {ip: 10.0.0.0/33}\n",
+                        "t.yaml:11:17: clients[0].match.ip: '10.0.0.0/33' is not an IP address "
+                        "prefix (e.g. 10.0.0.0/8, fd00::/8)");
+}
+
+static void test_serial_with_a_wildcard_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {serial: \"1A*\"}\n",
+                        "t.yaml:11:21: clients[0].match.serial: '1A*' is not a serial in hex "
+                        "(':' allowed; no wildcards)");
+}
+
+static void test_sha256_of_the_wrong_length_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "clients:\n"
+                                "  - name: a\n"
+                                "    match: {sha256: abcd}\n",
+                        "t.yaml:11:21: clients[0].match.sha256: 'abcd' is not a SHA-256 "
+                        "fingerprint (64 hex digits, ':' allowed; no wildcards)");
+}
+
+/* ---- allow and deny entries ------------------------------------------------------------- */
+
+#define RULE                                                                                       \
+    "clients:\n"                                                                                   \
+    "  - name: a\n"                                                                                \
+    "    match: {}\n"
+
+static void test_entry_lists_accept_a_scalar_or_a_list(void **state)
+{
+    assert_loads(MINIMAL RULE "    allow:\n"
+                              "      - {object: [a, \"b.*\"], methods: \"*\", set: [x, y]}\n"
+                              "    deny:\n"
+                              "      - {object: a, get: secret}\n");
+    const config_client_t *c = &g_cfg.clients[0];
+    assert_int_equal(c->allow[0].objects.n, 2);
+    assert_int_equal(c->allow[0].methods.n, 1);
+    assert_int_equal(c->allow[0].set.n, 2);
+    assert_int_equal(c->deny[0].get.n, 1);
+}
+
+static void test_empty_allow_and_deny_lists_are_accepted(void **state)
+{
+    assert_loads(MINIMAL RULE "    allow: []\n"
+                              "    deny: []\n");
+    assert_int_equal(g_cfg.clients[0].n_allow, 0);
+    assert_int_equal(g_cfg.clients[0].n_deny, 0);
+}
+
+static void test_allow_entry_without_names_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    allow:\n"
+                                     "      - {object: billing}\n",
+                        "t.yaml:13:9: clients[0].allow[0]: an allow entry needs at least one of "
+                        "methods, get or set");
+}
+
+static void test_deny_entry_without_names_is_accepted(void **state)
+{
+    assert_loads(MINIMAL RULE "    deny:\n"
+                              "      - {object: billing}\n");
+    assert_int_equal(g_cfg.clients[0].n_deny, 1);
+}
+
+static void test_entry_without_object_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    allow:\n"
+                                     "      - {methods: [a]}\n",
+                        "t.yaml:13:9: clients[0].allow[0]: missing required key 'object'");
+}
+
+static void test_unknown_entry_key_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    deny:\n"
+                                     "      - {object: a, method: [x]}\n",
+                        "t.yaml:13:21: clients[0].deny[0]: unknown key 'method'");
+}
+
+static void test_allow_as_a_mapping_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    allow: {object: a}\n",
+                        "t.yaml:12:12: clients[0].allow: expected a list of entries (object, "
+                        "methods, get, set), got a mapping");
+}
+
+static void test_empty_object_pattern_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    allow:\n"
+                                     "      - {object: \"\", methods: [a]}\n",
+                        "t.yaml:13:18: clients[0].allow[0].object: a pattern must not be empty");
+}
+
+static void test_empty_methods_list_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    allow:\n"
+                                     "      - {object: a, methods: []}\n",
+                        "t.yaml:13:30: clients[0].allow[0].methods: the list is empty");
+}
+
+static void test_1025_entries_are_refused(void **state)
+{
+    size_t cap = 256 + (CONFIG_MAX_ENTRIES + 1) * 24;
+    char *yaml = malloc(cap);
+    assert_non_null(yaml);
+    size_t n = (size_t)snprintf(yaml, cap, "%s", MINIMAL RULE "    deny:\n");
+    for (int i = 0; i < CONFIG_MAX_ENTRIES + 1; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "      - {object: o%d}\n", i);
+    assert_true(n < cap);
+    int ok = load(yaml);
+    free(yaml);
+    assert_false(ok);
+    assert_int_equal(g_errs.n, 1);
+    assert_string_equal(g_errs.lines[0],
+                        "t.yaml:13:7: clients[0].deny: at most 1024 entries are supported");
+}
+
+/* ---- tls: keystores, ciphers, denied certificates --------------------------------------- */
+
+static void test_pkcs12_replaces_cert_and_key(void **state)
+{
+    assert_loads(LISTENERS "tls:\n"
+                           "  pkcs12: server.p12\n"
+                           "  pkcs12_password_file: p12.pass\n"
+                           "  client_ca: ca.crt\n" CLIENTS);
+    assert_null(g_cfg.tls.cert.path);
+    assert_null(g_cfg.tls.key.path);
+    assert_string_equal(g_cfg.tls.pkcs12.path, BASE_DIR "/server.p12");
+    assert_string_equal(g_cfg.tls.pkcs12_password_file.path, BASE_DIR "/p12.pass");
+    assert_int_equal(g_cfg.tls.pkcs12.mark.line, 6);
+    assert_int_equal(g_cfg.tls.pkcs12.mark.col, 11);
+}
+
+static void test_encrypted_key_takes_a_password_file(void **state)
+{
+    assert_loads(MINIMAL "  key_password_file: /run/secrets/key.pass\n" CLIENTS);
+    assert_string_equal(g_cfg.tls.key_password_file.path, "/run/secrets/key.pass");
+}
+
+static void test_cert_and_pkcs12_together_are_refused(void **state)
+{
+    assert_refused_with(MINIMAL "  pkcs12: server.p12\n" CLIENTS,
+                        "t.yaml:6:3: tls: give either cert and key, or pkcs12, not both");
+}
+
+static void test_key_next_to_pkcs12_is_refused(void **state)
+{
+    assert_refused_with(LISTENERS "tls:\n"
+                                  "  key: server.key\n"
+                                  "  pkcs12: server.p12\n"
+                                  "  client_ca: ca.crt\n" CLIENTS,
+                        "t.yaml:6:3: tls: give either cert and key, or pkcs12, not both");
+}
+
+static void test_cert_without_key_is_refused(void **state)
+{
+    assert_refused_with(LISTENERS "tls:\n"
+                                  "  cert: server.crt\n"
+                                  "  client_ca: ca.crt\n" CLIENTS,
+                        "t.yaml:6:3: tls: missing required key 'key'");
+}
+
+static void test_neither_cert_nor_pkcs12_is_refused(void **state)
+{
+    assert_refused_with(LISTENERS "tls:\n"
+                                  "  client_ca: ca.crt\n" CLIENTS,
+                        "t.yaml:6:3: tls: missing required key 'cert' (or 'pkcs12')");
+}
+
+static void test_key_password_file_with_pkcs12_is_refused(void **state)
+{
+    assert_refused_with(LISTENERS "tls:\n"
+                                  "  pkcs12: server.p12\n"
+                                  "  key_password_file: key.pass\n"
+                                  "  client_ca: ca.crt\n" CLIENTS,
+                        "t.yaml:6:3: tls: key_password_file goes with key; use "
+                        "pkcs12_password_file");
+}
+
+static void test_pkcs12_password_file_without_pkcs12_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "  pkcs12_password_file: p12.pass\n" CLIENTS,
+                        "t.yaml:6:3: tls: pkcs12_password_file is given without pkcs12");
+}
+
+static void test_ciphers_and_curves_are_joined_with_colons(void **state)
+{
+    assert_loads(MINIMAL "  ciphers: [ECDHE-ECDSA-AES128-GCM-SHA256, "
+                         "ECDHE-RSA-AES128-GCM-SHA256]\n"
+                         "  curves: X25519:P-256\n" CLIENTS);
+    assert_string_equal(g_cfg.tls.ciphers.text,
+                        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+    assert_int_equal(g_cfg.tls.ciphers.mark.line, 9);
+    assert_int_equal(g_cfg.tls.ciphers.mark.col, 12);
+    assert_string_equal(g_cfg.tls.curves.text, "X25519:P-256");
+}
+
+static void test_empty_cipher_name_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "  ciphers: [a, \"\"]\n" CLIENTS,
+                        "t.yaml:9:16: tls.ciphers[1]: must not be empty");
+}
+
+static void test_empty_cipher_list_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "  ciphers: []\n" CLIENTS,
+                        "t.yaml:9:12: tls.ciphers: the list is empty");
+}
+
+static void test_curves_as_a_mapping_are_refused(void **state)
+{
+    assert_refused_with(MINIMAL "  curves: {a: b}\n" CLIENTS,
+                        "t.yaml:9:11: tls.curves: expected a name or a list of them, got a "
+                        "mapping");
+}
+
+static void test_denied_serials_and_fingerprints_are_normalised(void **state)
+{
+    assert_loads(MINIMAL "  deny_serials: [\"00:1a:2b\", 0A]\n"
+                         "  deny_sha256: \"00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:"
+                         "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\"\n" CLIENTS);
+    assert_int_equal(g_cfg.tls.deny_serials.n, 2);
+    assert_string_equal(g_cfg.tls.deny_serials.items[0], "1A2B");
+    assert_string_equal(g_cfg.tls.deny_serials.items[1], "A");
+    assert_int_equal(g_cfg.tls.deny_sha256.n, 1);
+    assert_string_equal(g_cfg.tls.deny_sha256.items[0],
+                        "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF");
+}
+
+static void test_denied_serial_that_is_not_hex_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "  deny_serials: [xyz]\n" CLIENTS,
+                        "t.yaml:9:18: tls.deny_serials[0]: 'xyz' is not a certificate serial in "
+                        "hex");
+}
+
+static void test_denied_fingerprint_of_the_wrong_length_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "  deny_sha256: abcd\n" CLIENTS,
+                        "t.yaml:9:16: tls.deny_sha256: 'abcd' is not a SHA-256 fingerprint (64 "
+                        "hex digits, ':' separators allowed)");
+}
+
+/* ---- log.calls -------------------------------------------------------------------------- */
+
+static void test_log_calls_all_and_none_are_accepted(void **state)
+{
+    assert_loads(MINIMAL "log:\n  calls: all\n" CLIENTS);
+    assert_int_equal(g_cfg.log.calls, LOG_CALLS_ALL);
+    release(NULL);
+    assert_loads(MINIMAL "log:\n  calls: none\n" CLIENTS);
+    assert_int_equal(g_cfg.log.calls, LOG_CALLS_NONE);
+}
+
+static void test_unknown_log_calls_mode_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "log:\n  calls: some\n" CLIENTS,
+                        "t.yaml:10:10: log.calls: must be all, denied or none, got 'some'");
 }
 
 #define T(f) cmocka_unit_test_teardown(f, release)
@@ -1044,6 +1603,61 @@ int main(void)
         T(test_serializer_list_names_the_defaults_in_id_order),
         T(test_serializer_list_follows_the_configuration),
         T(test_serializer_list_fits_a_one_byte_buffer),
+        T(test_missing_clients_is_refused),
+        T(test_empty_client_list_is_accepted),
+        T(test_client_rules_are_parsed),
+        T(test_empty_match_value_matches_every_client),
+        T(test_every_match_key_is_accepted),
+        T(test_clients_as_a_mapping_is_refused),
+        T(test_client_rule_without_name_is_refused),
+        T(test_client_rule_without_match_is_refused),
+        T(test_unknown_client_rule_key_is_refused),
+        T(test_duplicate_rule_names_are_refused),
+        T(test_empty_rule_name_is_refused),
+        T(test_4097_client_rules_are_refused),
+        T(test_match_as_a_list_is_refused),
+        T(test_unknown_match_key_is_refused),
+        T(test_duplicate_match_key_is_refused),
+        T(test_empty_pattern_list_is_refused),
+        T(test_mapping_where_a_pattern_is_expected_is_refused),
+        T(test_list_inside_a_pattern_list_is_refused),
+        T(test_empty_pattern_is_refused),
+        T(test_empty_pattern_in_a_list_is_refused_with_its_index),
+        T(test_pattern_with_a_control_character_is_refused),
+        T(test_pattern_with_a_nul_character_is_refused),
+        T(test_pattern_over_1024_characters_is_refused),
+        T(test_1025_patterns_in_one_list_are_refused),
+        T(test_ip_prefix_with_host_bits_is_refused),
+        T(test_malformed_ip_prefix_is_refused),
+        T(test_serial_with_a_wildcard_is_refused),
+        T(test_sha256_of_the_wrong_length_is_refused),
+        T(test_entry_lists_accept_a_scalar_or_a_list),
+        T(test_empty_allow_and_deny_lists_are_accepted),
+        T(test_allow_entry_without_names_is_refused),
+        T(test_deny_entry_without_names_is_accepted),
+        T(test_entry_without_object_is_refused),
+        T(test_unknown_entry_key_is_refused),
+        T(test_allow_as_a_mapping_is_refused),
+        T(test_empty_object_pattern_is_refused),
+        T(test_empty_methods_list_is_refused),
+        T(test_1025_entries_are_refused),
+        T(test_pkcs12_replaces_cert_and_key),
+        T(test_encrypted_key_takes_a_password_file),
+        T(test_cert_and_pkcs12_together_are_refused),
+        T(test_key_next_to_pkcs12_is_refused),
+        T(test_cert_without_key_is_refused),
+        T(test_neither_cert_nor_pkcs12_is_refused),
+        T(test_key_password_file_with_pkcs12_is_refused),
+        T(test_pkcs12_password_file_without_pkcs12_is_refused),
+        T(test_ciphers_and_curves_are_joined_with_colons),
+        T(test_empty_cipher_name_is_refused),
+        T(test_empty_cipher_list_is_refused),
+        T(test_curves_as_a_mapping_are_refused),
+        T(test_denied_serials_and_fingerprints_are_normalised),
+        T(test_denied_serial_that_is_not_hex_is_refused),
+        T(test_denied_fingerprint_of_the_wrong_length_is_refused),
+        T(test_log_calls_all_and_none_are_accepted),
+        T(test_unknown_log_calls_mode_is_refused),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
