@@ -16,7 +16,7 @@
 
 static const char kExplainUsage[] =
     "usage: pyroguard explain -c FILE --cert CLIENT.pem [--object OBJ]\n"
-    "                         [--method NAME | --get NAME | --set NAME] [--json]\n";
+    "                         [--method NAME [--arg STR] | --get NAME | --set NAME] [--json]\n";
 
 int explain_parse_args(int argc, char **argv, explain_args_t *out)
 {
@@ -39,6 +39,8 @@ int explain_parse_args(int argc, char **argv, explain_args_t *out)
             out->cert = v;
         else if (strcmp(a, "--object") == 0)
             out->object = v;
+        else if (strcmp(a, "--arg") == 0)
+            out->arg = v;
         else if (strcmp(a, "--method") == 0)
             kind = 'm';
         else if (strcmp(a, "--get") == 0)
@@ -63,6 +65,10 @@ int explain_parse_args(int argc, char **argv, explain_args_t *out)
     if (out->config == NULL || out->cert == NULL) {
         fprintf(stderr, "pyroguard explain: -c FILE and --cert CLIENT.pem are required\n%s",
                 kExplainUsage);
+        return 0;
+    }
+    if (out->arg != NULL && out->kind != 'm') {
+        fprintf(stderr, "pyroguard explain: --arg goes with --method\n%s", kExplainUsage);
         return 0;
     }
     if (out->name != NULL && out->object == NULL) {
@@ -151,7 +157,9 @@ static void judge(explanation_t *e)
     const explain_args_t *a = e->args;
     policy_decision_t d;
     call_refusal_t r;
-    value_t obj = {.type = VAL_STR}, name = {.type = VAL_STR};
+    value_t obj = {.type = VAL_STR}, name = {.type = VAL_STR}, arg = {.type = VAL_STR};
+    value_t args = {.type = VAL_TUPLE};
+    value_t *arg_items[1] = {&arg};
     call_name_t nm;
     call_t call;
 
@@ -192,6 +200,16 @@ static void judge(explanation_t *e)
         }
         nm.kind = a->kind == 'm' ? CALL_NAME_METHOD : CALL_NAME_ATTRIBUTE;
         nm.name = &name;
+        if (a->kind == 'm') {
+            /* The arguments are only ever read for Pyro.Daemon.get_metadata's object id. */
+            if (a->arg != NULL) {
+                arg.u.str.data = (const uint8_t *)a->arg;
+                arg.u.str.len = strlen(a->arg);
+                args.u.seq.items = arg_items;
+                args.u.seq.n = 1;
+            }
+            nm.args = &args;
+        }
         call.method = &name;
         call.property = a->kind == 'm' ? 0 : a->kind;
         call.names = &nm;
@@ -240,7 +258,9 @@ static void print_text(const explanation_t *e)
     } else {
         print_field("rule", e->id_ok ? "none matches" : "-");
     }
-    if (a->name != NULL)
+    if (a->name != NULL && a->arg != NULL)
+        snprintf(line, sizeof(line), "method %s('%s') on object %s", a->name, a->arg, a->object);
+    else if (a->name != NULL)
         snprintf(line, sizeof(line), "%s %s on object %s",
                  a->kind == 'm'   ? "method"
                  : a->kind == 'g' ? "read property"
@@ -294,6 +314,8 @@ static void print_json(const explanation_t *e)
         log_str(&l, "object", a->object);
     if (a->name != NULL)
         log_str(&l, a->kind == 'm' ? "method" : a->kind == 'g' ? "get" : "set", a->name);
+    if (a->arg != NULL)
+        log_str(&l, "arg", a->arg);
     log_str(&l, "verdict", e->allowed ? "allowed" : "refused");
     log_str(&l, "reason", e->reason);
     log_str(&l, "detail", e->detail);

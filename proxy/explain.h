@@ -15,6 +15,7 @@ typedef struct {
     const char *object; /* NULL: a CONNECT without a metadata object */
     const char *name;   /* method, or property for get/set; NULL: a CONNECT */
     char kind;          /* 'm' method, 'g' property read, 's' property write */
+    const char *arg;    /* a str first argument of the method (get_metadata's object id), or NULL */
     int json;
 } explain_args_t;
 

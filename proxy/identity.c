@@ -118,7 +118,13 @@ static int read_sans(reader_t *r, X509 *cert)
             snprintf(r->err, r->err_len, "the certificate has two subjectAltName extensions");
             return 0;
         }
-        return 1; /* -1: none; a malformed extension already failed verification */
+        if (crit != -1) {
+            /* Present but unreadable. Verification refuses it too, but an identity read as
+             * "no SANs" must not exist even for a certificate that was not verified. */
+            snprintf(r->err, r->err_len, "the certificate's subjectAltName extension is malformed");
+            return 0;
+        }
+        return 1; /* none */
     }
     /* Fields are kept grouped (all DNS names, then URIs…) in certificate order. */
     static const struct {
@@ -187,18 +193,20 @@ static int read_serial_and_digest(reader_t *r, X509 *cert)
     return add_value(r, ID_SHA256, (const uint8_t *)text, 64);
 }
 
+/* name_oneline prints |name| in RFC 2253 form with text as UTF-8 ("CN=café-client", not
+ * "CN=caf\C3\A9-client"); control characters become '?'. */
 static char *name_oneline(const X509_NAME *name)
 {
     char *out = NULL;
     BIO *bio = BIO_new(BIO_s_mem());
     if (bio == NULL)
         return NULL;
-    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
         const uint8_t *data;
         size_t len;
         if (BIO_mem_contents(bio, &data, &len) && (out = malloc(len + 1)) != NULL) {
             for (size_t i = 0; i < len; i++)
-                out[i] = (data[i] >= 0x20 && data[i] < 0x7f) ? (char)data[i] : '?';
+                out[i] = (data[i] < 0x20 || data[i] == 0x7f) ? '?' : (char)data[i];
             out[len] = '\0';
         }
     }

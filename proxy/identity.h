@@ -35,7 +35,7 @@ typedef enum {
 } identity_field_t;
 
 typedef struct {
-    char *subject; /* RFC 2253 one-line form, printable ASCII (others as '?') */
+    char *subject; /* RFC 2253 one-line form, text in UTF-8, control characters as '?' */
     char *issuer;
     /* Up to IDENTITY_MAX_VALUES names, then the serial and the fingerprint. */
     const char *values[IDENTITY_MAX_VALUES + 2];

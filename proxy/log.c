@@ -63,28 +63,65 @@ static void put_cstr(log_line_t *l, const char *s)
     put_raw(l, s, strlen(s));
 }
 
-/* put_escaped writes a JSON string body. Bytes outside printable ASCII become \u00XX, so the
- * line is valid JSON and valid UTF-8 whatever the client sent. */
-static void put_escaped(log_line_t *l, const uint8_t *s, size_t n)
+/* utf8_next decodes one well-formed UTF-8 sequence (no overlong form, no surrogate, at most
+ * U+10FFFF) at |s|; returns its length, or 0 if the bytes there are not one. */
+static size_t utf8_next(const uint8_t *s, size_t n, uint32_t *cp)
+{
+    size_t len;
+    uint32_t min, v;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        len = 2, min = 0x80, v = s[0] & 0x1f;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        len = 3, min = 0x800, v = s[0] & 0x0f;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        len = 4, min = 0x10000, v = s[0] & 0x07;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[i] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    *cp = v;
+    return len;
+}
+
+static void put_u16(log_line_t *l, uint32_t u)
 {
     static const char hex[] = "0123456789abcdef";
+    char esc[6] = {'\\',       'u', hex[(u >> 12) & 15], hex[(u >> 8) & 15], hex[(u >> 4) & 15],
+                   hex[u & 15]};
+    put_raw(l, esc, 6);
+}
+
+/* put_escaped writes a JSON string body in ASCII: well-formed UTF-8 becomes \uXXXX (a
+ * surrogate pair past U+FFFF), so "CN=café" reads back as itself; any other byte outside
+ * printable ASCII becomes \u00XX. The line is valid JSON whatever the client sent. */
+static void put_escaped(log_line_t *l, const uint8_t *s, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         uint8_t c = s[i];
-        char esc[7];
+        uint32_t cp;
+        size_t len;
         if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
+            char esc[2] = {'\\', (char)c};
             put_raw(l, esc, 2);
         } else if (c >= 0x20 && c < 0x7f) {
             put_raw(l, (const char *)&s[i], 1);
+        } else if (c >= 0x80 && (len = utf8_next(s + i, n - i, &cp)) != 0) {
+            if (cp >= 0x10000) {
+                put_u16(l, 0xd800 + ((cp - 0x10000) >> 10));
+                put_u16(l, 0xdc00 + ((cp - 0x10000) & 0x3ff));
+            } else {
+                put_u16(l, cp);
+            }
+            i += len - 1;
         } else {
-            esc[0] = '\\';
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            put_raw(l, esc, 6);
+            put_u16(l, c);
         }
         if (l->truncated)
             return;

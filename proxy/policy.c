@@ -84,8 +84,7 @@ void policy_refuse_unmatched(const identity_t *id, policy_decision_t *d)
     char who[240];
     memset(d, 0, sizeof(*d));
     identity_summary(id, who, sizeof(who));
-    refuse(d, "no_matching_rule", "pyroguard: no client rule matches the certificate of %s",
-           who);
+    refuse(d, "no_matching_rule", "pyroguard: no client rule matches the certificate of %s", who);
 }
 
 /* ---- objects and names ---------------------------------------------------------------- */
@@ -140,8 +139,8 @@ static int is_daemon(const char *obj, size_t n)
 }
 
 /* object_usable decides whether |obj| may be used at all (CONNECT metadata, get_metadata). */
-static int object_usable(const config_client_t *c, const char *obj, size_t n,
-                         policy_decision_t *d, const char *what)
+static int object_usable(const config_client_t *c, const char *obj, size_t n, policy_decision_t *d,
+                         const char *what)
 {
     char shown[200];
     value_t v = {.type = VAL_STR};
@@ -258,9 +257,10 @@ static int decide_name(const config_client_t *c, const value_t *obj, const call_
         call_render_str(nm->name, shown_name, sizeof(shown_name));
         d->entry_kind = 'd';
         d->entry_index = (size_t)deny;
-        return refuse(d, "denied_by_rule", "pyroguard: %s '%s' of object '%s' is denied for "
-                      "client rule '%s'", kind_word(nm->kind, property), shown_name, shown_obj,
-                      c->name);
+        return refuse(d, "denied_by_rule",
+                      "pyroguard: %s '%s' of object '%s' is denied for "
+                      "client rule '%s'",
+                      kind_word(nm->kind, property), shown_name, shown_obj, c->name);
     }
     /* get_metadata(objectId) discloses another object's methods: whatever entry allows the
      * call, its target must be usable, so a name-less deny entry keeps hiding its objects. */
@@ -304,9 +304,15 @@ static int decide_name(const config_client_t *c, const value_t *obj, const call_
                       "pyroguard: %s '%s' of object 'Pyro.Daemon' is allowed only by an entry "
                       "naming the object \"Pyro.Daemon\" literally (client rule '%s')",
                       kind_word(nm->kind, property), shown_name, c->name);
-    return refuse(d, "not_allowed", "pyroguard: %s '%s' of object '%s' is not allowed for "
-                  "client rule '%s'", kind_word(nm->kind, property), shown_name, shown_obj,
-                  c->name);
+    /* Say which it is: the object is not the client's at all, or just not this name. */
+    if (!is_daemon(o, on) && allow_entry_for_object(c, o, on) < 0)
+        return refuse(d, "object_not_allowed",
+                      "pyroguard: object '%s' is not allowed for client rule '%s'", shown_obj,
+                      c->name);
+    return refuse(d, "not_allowed",
+                  "pyroguard: %s '%s' of object '%s' is not allowed for "
+                  "client rule '%s'",
+                  kind_word(nm->kind, property), shown_name, shown_obj, c->name);
 }
 
 /* decision_reset empties |d| without clearing all of |detail|, which most decisions never
@@ -342,8 +348,8 @@ int policy_decide(const config_t *cfg, int rule, const call_t *call, int connect
         if (too_long(call->object))
             return refuse(d, "name_too_long", "pyroguard: object id longer than %d bytes",
                           PATTERN_MAX_SUBJECT);
-        if (!object_usable(c, (const char *)call->object->u.str.data, call->object->u.str.len,
-                           d, "object"))
+        if (!object_usable(c, (const char *)call->object->u.str.data, call->object->u.str.len, d,
+                           "object"))
             return 0;
         d->allowed = 1;
         d->reason = "allowed";

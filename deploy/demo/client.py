@@ -1,11 +1,15 @@
 #!/usr/bin/python3
 """Real Pyro4 clients for the pyroguard demo.
 
-Usage: client.py MODE --certs DIR [--host localhost] [--port 9443] [--marker FILE]
-  allowed   serpent client with the billing client certificate: lists the inventory
-  pickle    pickle client with the same certificate; its handshake carries an object whose
-            unpickling would create --marker on the server (what an attacker would send)
+Usage: client.py MODE --certs DIR [--cert NAME] [--host localhost] [--port 9443] [--marker FILE]
+  list      serpent client: inventory.list_items() and inventory.get_stock("widget")
+  add       serpent client: inventory.add_stock("widget", 5), a write
+  dotted    serpent client: calls the dotted name "add_stock.__globals__" (what an old Pyro4
+            client with DOTTEDNAMES sends to walk into the server's globals)
+  pickle    pickle client; its handshake carries an object whose unpickling would create
+            --marker on the server (what an attacker would send)
   nocert    serpent client that presents no client certificate
+--cert NAME picks DIR/NAME.crt and DIR/NAME.key (default: client, the billing client).
 
 Prints one line: "OK: <result>" (exit 0) or "REFUSED: <exception type>: <message>" (exit 3).
 """
@@ -31,8 +35,9 @@ class FileCreatingPayload(object):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["allowed", "pickle", "nocert"])
+    ap.add_argument("mode", choices=["list", "add", "dotted", "pickle", "nocert"])
     ap.add_argument("--certs", required=True)
+    ap.add_argument("--cert", default="client")
     ap.add_argument("--host", default="localhost")
     ap.add_argument("--port", type=int, default=9443)
     ap.add_argument("--marker", default="/tmp/pyroguard-demo-PWNED")
@@ -42,8 +47,8 @@ def main():
     Pyro4.config.SSL = True
     Pyro4.config.SSL_CACERTS = os.path.join(args.certs, "ca.crt")
     if args.mode != "nocert":
-        Pyro4.config.SSL_CLIENTCERT = os.path.join(args.certs, "client.crt")
-        Pyro4.config.SSL_CLIENTKEY = os.path.join(args.certs, "client.key")
+        Pyro4.config.SSL_CLIENTCERT = os.path.join(args.certs, args.cert + ".crt")
+        Pyro4.config.SSL_CLIENTKEY = os.path.join(args.certs, args.cert + ".key")
     Pyro4.config.COMMTIMEOUT = 10.0
     Pyro4.config.MAX_RETRIES = 0
 
@@ -51,11 +56,17 @@ def main():
         with Pyro4.Proxy("PYRO:inventory@%s:%d" % (args.host, args.port)) as inventory:
             if args.mode == "pickle":
                 inventory._pyroHandshake = {"hello": FileCreatingPayload(args.marker)}
-            result = inventory.list_items()
+            if args.mode == "add":
+                result = "add_stock('widget', 5) -> %r" % (inventory.add_stock("widget", 5),)
+            elif args.mode == "dotted":
+                result = inventory._pyroInvoke("add_stock.__globals__", (), {})
+            else:
+                result = "list_items() -> %r, get_stock('widget') -> %r" % (
+                    inventory.list_items(), inventory.get_stock("widget"))
     except Exception as e:
         print("REFUSED: %s.%s: %s" % (type(e).__module__, type(e).__name__, e))
         return 3
-    print("OK: list_items() -> %r" % (result,))
+    print("OK: %s" % (result,))
     return 0
 
 

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # deploy/demo/demo.sh - run by `make demo` after build/pyroguard is built.
 #
-# Puts pyroguard (127.0.0.1:9443, mutual TLS) in front of a legacy Pyro4 inventory service that
-# accepts pickle (127.0.0.1:9090, plaintext), then runs three real Pyro4 clients:
-#   1. serpent client with a trusted client certificate      -> served
-#   2. pickle client (handshake carries a code-execution payload) -> refused at CONNECT
-#   3. client without a certificate                           -> refused at the TLS handshake
+# Puts pyroguard (127.0.0.1:9443, mutual TLS, policy in pyroguard-demo.yaml) in front of a legacy
+# Pyro4 inventory service that accepts pickle (127.0.0.1:9090, plaintext), then runs real Pyro4
+# clients:
+#   1. billing client (rule billing) lists the inventory           -> served
+#   2. billing client calls add_stock, which its rule does not allow -> SecurityError
+#   3. ops client (rule ops: every method) sends a dotted name      -> SecurityError (name rules)
+#   4. stranger: a certificate from the CA that matches no rule     -> refused at CONNECT
+#   5. pickle client (handshake carries a code-execution payload)   -> refused at CONNECT
+#   6. client without a certificate                                 -> refused at the TLS handshake
+#   7. billing client lists again: the refused write never reached the service
+# and shows `pyroguard explain` for one allowed and one refused request.
 # Exits non-zero if any outcome differs. Logs: build/demo/*.log. Processes are stopped on exit.
 set -euo pipefail
 
@@ -89,15 +95,15 @@ grep -Eq '"event" ?: ?"listening"' "$PG_LOG" || {
 }
 
 FAILED=0
-# run_client TITLE EXPECT(OK|REFUSED) MODE
+# run_client TITLE EXPECT(OK|REFUSED) MODE [CERT]
 run_client() {
-    local title=$1 expect=$2 mode=$3 out rc
+    local title=$1 expect=$2 mode=$3 cert=${4:-client} rc
     say "$title"
     set +e
-    out=$("$PY" "$DEMO/client.py" "$mode" --certs "$TLS" --port 9443 --marker "$MARKER" 2>&1)
+    OUT=$("$PY" "$DEMO/client.py" "$mode" --cert "$cert" --certs "$TLS" --port 9443 --marker "$MARKER" 2>&1)
     rc=$?
     set -e
-    printf '   client: %s\n' "$out"
+    printf '   client: %s\n' "$OUT"
     if [ "$expect" = OK ] && [ $rc -eq 0 ]; then
         echo "   as expected: the call was served"
     elif [ "$expect" = REFUSED ] && [ $rc -eq 3 ]; then
@@ -109,26 +115,84 @@ run_client() {
     sleep 0.3 # let pyroguard write its log lines
 }
 
-run_client "1. serpent client with a trusted certificate calls inventory.list_items()" OK allowed
-run_client "2. pickle client (its handshake would run code on the service if unpickled)" REFUSED pickle
-if ! grep -q 'serializer pickle (id 4) is not allowed' "$PG_LOG"; then
-    echo "   UNEXPECTED: no pyroguard log line refusing the pickle serializer"
-    FAILED=1
-fi
+# expect_log WHAT REGEX: pyroguard's log must have a line matching REGEX.
+expect_log() {
+    if ! grep -Eq "$2" "$PG_LOG"; then
+        echo "   UNEXPECTED: no pyroguard log line with $1"
+        FAILED=1
+    fi
+}
+
+# expect_out WHAT TEXT: the last client's output must contain TEXT.
+expect_out() {
+    case "$OUT" in
+    *"$2"*) ;;
+    *)
+        echo "   UNEXPECTED: the client was not told $1"
+        FAILED=1
+        ;;
+    esac
+}
+
+run_client "1. billing client (certificate URI spiffe://example.org/ns/billing/client) reads the inventory" \
+    OK list client
+expect_log 'an allowed call of rule billing' '"event" ?: ?"allowed".*"rule" ?: ?"billing".*"method" ?: ?"list_items"'
+
+run_client "2. billing client calls add_stock(): its rule allows list_items and get_stock only" \
+    REFUSED add client
+expect_out "the policy refusal" "SecurityError: pyroguard: method 'add_stock' of object 'inventory' is not allowed for client rule 'billing'"
+expect_log 'reason not_allowed' '"reason" ?: ?"not_allowed"'
+
+run_client "3. ops client (OU=ops, rule allows every method) sends the dotted name add_stock.__globals__" \
+    REFUSED dotted admin
+expect_out "the name-rule refusal" "contains a dot"
+expect_log 'reason dotted_name' '"reason" ?: ?"dotted_name"'
+
+run_client "4. stranger: certificate signed by the same CA, but no client rule matches it" \
+    REFUSED list stranger
+expect_out "that no rule matches" "no client rule matches the certificate of CN=stranger"
+expect_log 'reason no_matching_rule' '"reason" ?: ?"no_matching_rule"'
+
+run_client "5. pickle client (its handshake would run code on the service if unpickled)" REFUSED pickle
+expect_log 'the pickle serializer refused' 'serializer pickle \(id 4\) is not allowed'
 if [ -e "$MARKER" ]; then
     echo "   UNEXPECTED: $MARKER exists: the legacy service unpickled the payload"
     FAILED=1
 else
     echo "   the legacy service never unpickled anything (no $MARKER)"
 fi
-run_client "3. client without a client certificate" REFUSED nocert
-if ! grep -Eq '"reason" ?: ?"no_client_certificate"' "$PG_LOG"; then
-    echo "   UNEXPECTED: no tls_fail log line with reason no_client_certificate"
-    FAILED=1
-fi
+
+run_client "6. client without a client certificate" REFUSED nocert
+expect_log 'reason no_client_certificate' '"reason" ?: ?"no_client_certificate"'
+
+run_client "7. billing client reads again: the refused add_stock never reached the service" OK list client
+expect_out "the unchanged stock" "get_stock('widget') -> 12"
+
+# explain_request TITLE EXPECTED_EXIT ARGS...: pyroguard explain, without a running proxy.
+explain_request() {
+    local title=$1 want=$2 rc
+    shift 2
+    say "$title"
+    echo "   \$ pyroguard explain -c pyroguard-demo.yaml $*"
+    set +e
+    "$BIN" explain -c "$CONFIG" "$@" 2>&1 | sed 's/^/   /'
+    rc=${PIPESTATUS[0]}
+    set -e
+    if [ "$rc" -eq "$want" ]; then
+        echo "   (exit $rc, as expected)"
+    else
+        echo "   UNEXPECTED: exit $rc, wanted $want"
+        FAILED=1
+    fi
+}
+
+explain_request "8. pyroguard explain: may the billing client call inventory.get_stock?" 0 \
+    --cert "$TLS/client.crt" --object inventory --method get_stock
+explain_request "9. pyroguard explain: may the billing client call inventory.add_stock?" 3 \
+    --cert "$TLS/client.crt" --object inventory --method add_stock
 
 say "pyroguard log lines (JSON, stderr of pyroguard run)"
-grep -E '"event" ?: ?"(listening|conn_open|refused|tls_fail)"' "$PG_LOG" | sed 's/^/   /' || true
+grep -E '"event" ?: ?"(listening|conn_open|allowed|refused|tls_fail)"' "$PG_LOG" | sed 's/^/   /' || true
 
 say "Logs"
 echo "   pyroguard:       $PG_LOG"
@@ -139,4 +203,4 @@ if [ $FAILED -ne 0 ]; then
     say "DEMO FAILED: an expected outcome did not happen"
     exit 1
 fi
-say "Demo OK: trusted serpent call served, pickle refused at CONNECT, certificate-less client refused at TLS"
+say "Demo OK: allowed calls served; a call outside the client's rule, a dotted name, a client without a rule, pickle and a certificate-less client refused"

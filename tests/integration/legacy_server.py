@@ -8,9 +8,11 @@ through pyroguard would really be executed here.
 Usage:
     legacy_server.py --port PORT --capture-dir DIR [--fire-log FILE] [--ready-file FILE]
                      [--nathost HOST] [--natport PORT] [--objects-log FILE] [--names-log FILE]
+                     [--inventory]
 
 Every option may also come from the environment (LEGACY_PORT, LEGACY_CAPTURE_DIR,
-LEGACY_FIRE_LOG, LEGACY_READY_FILE, LEGACY_NATHOST, LEGACY_NATPORT, LEGACY_NAMES_LOG).
+LEGACY_FIRE_LOG, LEGACY_READY_FILE, LEGACY_NATHOST, LEGACY_NATPORT, LEGACY_NAMES_LOG,
+LEGACY_INVENTORY=1).
 
 Instrumentation (NOT a mock): this is the real Pyro4 4.82 Daemon from Debian's python3-pyro4,
 serving real requests. The only change is a wrapper around
@@ -243,6 +245,53 @@ class Thing(object):
         return os.getpid()
 
 
+@Pyro4.expose
+class Inventory(object):
+    """The object registered as `inventory` when --inventory is given (the policy tests): read
+    methods named get_* and list_items, writes add_item and drop_all, a read-only property
+    `owner` and a read/write property `label`. Without --inventory the daemon serves exactly
+    what it always did."""
+
+    def __init__(self):
+        self._items = {"apple": 3, "pear": 5}
+        self._label = "main"
+        self._lock = threading.Lock()
+
+    def get_item(self, key):
+        with self._lock:
+            return self._items.get(key)
+
+    def get_count(self):
+        with self._lock:
+            return len(self._items)
+
+    def list_items(self):
+        with self._lock:
+            return sorted(self._items)
+
+    def add_item(self, key, n):
+        with self._lock:
+            self._items[key] = n
+            return len(self._items)
+
+    def drop_all(self):
+        with self._lock:
+            self._items.clear()
+            return 0
+
+    @property
+    def owner(self):
+        return "stores-team"
+
+    @property
+    def label(self):
+        return self._label
+
+    @label.setter
+    def label(self, v):
+        self._label = v
+
+
 def main():
     env = os.environ.get
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -253,6 +302,8 @@ def main():
     ap.add_argument("--nathost", default=env("LEGACY_NATHOST"))
     ap.add_argument("--natport", type=int, default=int(env("LEGACY_NATPORT", "0")))
     ap.add_argument("--names-log", default=env("LEGACY_NAMES_LOG"))
+    ap.add_argument("--inventory", action="store_true", default=env("LEGACY_INVENTORY", "") not in ("", "0"),
+                    help="also register the object `inventory` (policy tests)")
     args = ap.parse_args()
 
     if args.capture_dir:
@@ -267,6 +318,8 @@ def main():
         natport=args.natport if args.nathost else None,
     )
     uri = daemon.register(Thing(args.fire_log), "thing")
+    if args.inventory:
+        daemon.register(Inventory(), "inventory")
     line = "READY %s %s" % (daemon.locationStr, uri)
     if args.ready_file:
         tmp = args.ready_file + ".tmp"

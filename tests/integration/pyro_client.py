@@ -8,7 +8,7 @@ Usage:
     pyro_client.py SCENARIO --port PORT [--host localhost] [--serializer serpent]
                    [--ca ca.crt] [--cert client.crt] [--key client.key] [--plain]
                    [--marker PATH] [--token TEXT] [--tls-max 1.2] [--timeout 20] [--threads 20]
-                   [--name NAME]
+                   [--name NAME] [--ops JSON] [--no-metadata]
 
 Prints exactly one JSON object on stdout:
     {"ok": true, "result": ...}                       the scenario completed
@@ -420,6 +420,70 @@ def sc_blob_name(args, steps):
                              (Pyro4.core.SerializedBlob("blobinfo", {"k": [1]}),), {})
 
 
+# --- policy scenarios: several operations on named objects over one connection per object --------
+
+
+def _plain(v):
+    """Results as JSON can carry them: a Pyro URI (name server lookups) as its text."""
+    if isinstance(v, Pyro4.core.URI):
+        return str(v)
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)) or hasattr(v, "__next__"):
+        return [_plain(x) for x in v]  # an iterator: a streamed result (PROTOCOL.md §6.2)
+    return v
+
+
+def _op(proxy, op):
+    if "call" in op:
+        return getattr(proxy, op["call"])(*op.get("args", []), **op.get("kwargs", {}))
+    if "get" in op:
+        return getattr(proxy, op["get"])
+    if "set" in op:
+        setattr(proxy, op["set"], op["value"])
+        return None
+    if "batch" in op:
+        b = Pyro4.batch(proxy)
+        for name, vargs in op["batch"]:
+            getattr(b, name)(*vargs)
+        return list(b())
+    if "invoke" in op:
+        # A call the client does not check against the metadata (PROTOCOL.md §6 step 7).
+        return proxy._pyroInvoke(op["invoke"], tuple(op.get("args", [])), {})
+    raise ValueError("unknown op %r" % (op,))
+
+
+def sc_ops(args, steps):
+    """Run --ops (a JSON list) in order. Each op names its "object" (default thing) and one of
+    {"call": NAME, "args": [...]}, {"get": NAME}, {"set": NAME, "value": V},
+    {"batch": [[NAME, [ARGS...]], ...]}, {"invoke": NAME, "args": [...]} (no metadata check).
+    One proxy (one connection) per object, opened at its first op. Every op's outcome is
+    recorded, so one refusal does not hide what the next op on the same connection gets:
+    result = [{"ok": true, "result": R} | {"ok": false, "exc_type": T, "exc_msg": M}, ...]."""
+    if args.no_metadata:
+        Pyro4.config.METADATA = False
+    proxies = {}
+    out = []
+    try:
+        for op in json.loads(args.ops):
+            obj = op.get("object", "thing")
+            if obj not in proxies:
+                p = Pyro4.Proxy("PYRO:%s@%s:%d" % (obj, args.host, args.port))
+                p._pyroTimeout = args.timeout
+                proxies[obj] = p
+            try:
+                out.append({"ok": True, "result": _plain(_op(proxies[obj], op))})
+            except Exception as e:
+                out.append({"ok": False, "exc_type": exc_name(e), "exc_msg": str(e)})
+                if isinstance(e, Pyro4.errors.CommunicationError):
+                    # A refused CONNECT: the next op on this object connects anew.
+                    proxies.pop(obj)._pyroRelease()
+    finally:
+        for p in proxies.values():
+            p._pyroRelease()
+    return out
+
+
 SCENARIOS = {
     "echo": sc_echo,
     "oneway": sc_oneway,
@@ -459,6 +523,7 @@ SCENARIOS = {
     "getattr_name": sc_getattr_name,
     "setattr_name": sc_setattr_name,
     "blob_name": sc_blob_name,
+    "ops": sc_ops,
 }
 
 
@@ -505,6 +570,8 @@ def main():
     ap.add_argument("--tls-max", choices=["1.2", "1.3"])
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=20)
+    ap.add_argument("--ops", default="[]", help="the ops scenario's operations (JSON list)")
+    ap.add_argument("--no-metadata", action="store_true", help="ops: Pyro4.config.METADATA = False")
     args = ap.parse_args()
 
     steps = Steps()

@@ -1,6 +1,7 @@
 """The command line contract: `pyroguard check` names every configuration error as
 FILE:LINE:COL: PATH: REASON (exit 2), `run` refuses the same configs, exit codes 0/1/2."""
 
+import re
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,7 @@ limits:
   backend_connect_timeout: 5000
 log:
   level: info
+clients: []
 """
 
 CFG = "conf/pyroguard.yaml"
@@ -62,6 +64,21 @@ BROKEN = {
     "bad_min_version": (
         ('min_version: "1.2"', 'min_version: "1.1"'),
         "conf/pyroguard.yaml:10:16: tls.min_version: must be \"1.2\" or \"1.3\", got '1.1'"),
+    # The policy (clients:) is required; `clients: []` is valid and refuses every client.
+    "missing_clients": (
+        ("clients: []\n", ""),
+        "conf/pyroguard.yaml:1:1: missing required key 'clients'"),
+    "unknown_match_key": (
+        ("clients: []\n", "clients:\n  - name: billing\n    match:\n      cnn: billing-client\n"),
+        "conf/pyroguard.yaml:26:7: clients[0].match: unknown key 'cnn'"),
+    "allow_entry_without_names": (
+        ("clients: []\n",
+         "clients:\n  - name: billing\n    match: {}\n    allow:\n      - object: inventory\n"),
+        "conf/pyroguard.yaml:27:9: clients[0].allow[0]: an allow entry needs at least one of "
+        "methods, get or set"),
+    "bad_log_calls": (
+        ("  level: info\n", "  level: info\n  calls: everything\n"),
+        "conf/pyroguard.yaml:23:10: log.calls: must be all, denied or none, got 'everything'"),
 }
 
 
@@ -151,6 +168,32 @@ def test_help_and_version_succeed(tmp_path):
     v = pyroguard("version", cwd=tmp_path)
     assert v.returncode == 0
     assert v.stdout.startswith("pyroguard ")
+
+
+def test_help_lists_explain_with_its_options_and_exit_code_3(tmp_path):
+    h = pyroguard("--help", cwd=tmp_path)
+    assert h.returncode == 0
+    text = h.stdout + h.stderr
+    explain = [l for l in text.splitlines() if l.strip().startswith("explain")]
+    assert explain, "no `explain` command in --help:\n" + text
+    assert "-c FILE" in explain[0] and "--cert" in explain[0], explain[0]
+    for option in ("--object", "--method", "--get", "--set", "--json"):
+        assert option in text, option
+    # explain's verdict is its exit code: 0 allowed, 3 refused (2 stays usage/config error).
+    codes = text[text.index("exit codes"):]
+    assert re.search(r"\b3\b", codes), codes
+
+
+@pytest.mark.parametrize("args", [
+    ["explain"],                                          # no -c FILE
+    ["explain", "-c", CFG],                               # no --cert
+    ["explain", "-c", CFG, "--cert", "conf/tls/client.crt", "--method", "a", "--get", "b"],
+])
+def test_explain_usage_errors_exit_2(confdir, certs, args):
+    shutil.copy(certs / "client.crt", confdir / "conf" / "tls" / "client.crt")
+    p = pyroguard(*args, cwd=confdir)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert p.stderr != ""
 
 
 def test_run_fails_with_exit_1_when_the_listen_port_is_taken(confdir):
