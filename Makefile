@@ -50,7 +50,7 @@ fuzz-smoke:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DENABLE_FUZZ=ON -DENABLE_ASAN=ON \
 		-DENABLE_UBSAN=ON -DBUILD_TESTING=OFF >/dev/null
 	@cmake --build build-fuzz -j2
-	@for t in frame config inspect serpent json marshal msgpack; do \
+	@for t in frame config inspect serpent json marshal msgpack policy; do \
 		mkdir -p build-fuzz/work-$$t; \
 		build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			$$( [ $$t = config ] && echo -dict=tests/fuzz/config.dict ) \
@@ -69,6 +69,13 @@ bench: build
 	   echo "Framing + decoding + name rules, in process, median of 5 runs (bench/inspect_bench.c)."; echo; \
 	   $(BUILD)/inspect_bench $(BUILD)/bench-frames/*-small.bin $(BUILD)/bench-frames/*-large.bin; } \
 	   | tee bench/INSPECT.md
+	@# Policy decisions with 100 client rules (bench/policy_bench.c), pinned to one CPU when
+	@# taskset is there; the goal is printed next to the figure, never asserted.
+	@{ echo "# Policy decision speed"; echo; \
+	   echo "\`make bench\` on $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $$(date -u +%Y-%m-%d)$$(command -v taskset >/dev/null && echo ', pinned to CPU 0')."; \
+	   echo "In process, 100 client rules loaded from YAML (patterns compiled once), the client matching the last rule; 1e6 operations per run, median of 5 runs."; echo; \
+	   $$(command -v taskset >/dev/null && echo taskset -c 0) $(BUILD)/policy_bench; } \
+	   | tee bench/POLICY.md
 
 format:
 	@clang-format -i proxy/*.c proxy/*.h tests/unit/*.c tests/fuzz/*.c

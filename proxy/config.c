@@ -919,6 +919,26 @@ static const cfg_key_t kClientKeys[] = {
     CFG_TABLE_END,
 };
 
+/* screen_rule picks, for config_screen_t, a match key of |c| with a single pattern, preferring
+ * one whose pattern carries a probe (most rules differ there). */
+static void screen_rule(const config_client_t *c, config_screen_t *out)
+{
+    int best = -1;
+    memset(out, 0, sizeof(*out));
+    for (size_t f = 0; f < ID_FIELDS; f++) {
+        if (c->match[f].n != 1)
+            continue;
+        if (best < 0 ||
+            (c->match[f].items[0].probe_where != 0 && c->match[best].items[0].probe_where == 0))
+            best = (int)f;
+    }
+    if (best < 0)
+        return;
+    pattern_screen(&c->match[best].items[0], &out->screen);
+    out->field = (uint8_t)best;
+    out->active = 1;
+}
+
 static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
                          const void *arg)
 {
@@ -939,7 +959,8 @@ static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const c
     if (n == 0)
         return 1;
     cfg->clients = calloc(n, sizeof(*cfg->clients));
-    if (cfg->clients == NULL) {
+    cfg->screens = calloc(n, sizeof(*cfg->screens));
+    if (cfg->clients == NULL || cfg->screens == NULL) {
         cfg_err(ctx, node, path, "out of memory");
         return 0;
     }
@@ -953,6 +974,7 @@ static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const c
             ok = 0;
             continue;
         }
+        screen_rule(c, &cfg->screens[i]);
         for (size_t j = 0; j < i; j++) {
             if (cfg->clients[j].name != NULL && strcmp(cfg->clients[j].name, c->name) == 0) {
                 join_path(sub, sizeof(sub), item_path, "name");
@@ -1206,6 +1228,7 @@ void config_free(config_t *cfg)
         free_access(c->deny, c->n_deny);
     }
     free(cfg->clients);
+    free(cfg->screens);
     free(cfg->file);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -225,8 +225,7 @@ bad:
     return 0;
 }
 
-int pattern_hex_normalise(const char *s, size_t n, size_t exact_digits, char *out,
-                          size_t out_len)
+int pattern_hex_normalise(const char *s, size_t n, size_t exact_digits, char *out, size_t out_len)
 {
     size_t j = 0;
     int leading = exact_digits == 0;
@@ -274,8 +273,7 @@ int pattern_compile_hex(pattern_t *p, const char *text, size_t exact_digits, cha
                      "wildcards)",
                      text, exact_digits);
         else
-            snprintf(err, err_len, "'%s' is not a serial in hex (':' allowed; no wildcards)",
-                     text);
+            snprintf(err, err_len, "'%s' is not a serial in hex (':' allowed; no wildcards)", text);
         return 0;
     }
     p->kind = PATTERN_HEX;
@@ -413,6 +411,27 @@ int pattern_match(const pattern_t *p, const char *s, size_t n)
             return 0;
     }
     return glob ? glob_match_rest(p, s, n) : equal_fold(s, p->text, n, p->nocase);
+}
+
+void pattern_screen(const pattern_t *p, pattern_screen_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->nocase = (uint8_t)p->nocase;
+    switch (p->kind) {
+    case PATTERN_CIDR:
+        out->max_len = PATTERN_MAX_SUBJECT; /* text forms vary: no probe */
+        return;
+    case PATTERN_GLOB:
+        out->min_len = (uint16_t)(p->prefix_len + p->suffix_len);
+        out->max_len = PATTERN_MAX_SUBJECT;
+        break;
+    default:
+        out->min_len = out->max_len = (uint16_t)p->len;
+        break;
+    }
+    out->probe_where = (uint8_t)p->probe_where;
+    out->probe_at = (uint16_t)p->probe_at;
+    out->probe = p->probe;
 }
 
 int pattern_is_literal(const pattern_t *p, const char *s)

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define PATTERN_MAX_LEN     1024 /* pattern text as written */
 #define PATTERN_MAX_SUBJECT 1024 /* longest string a pattern is matched against */
@@ -38,15 +39,28 @@ typedef struct {
     size_t prefix_len; /* GLOB: literal characters before the first '*' */
     size_t suffix_len; /* GLOB: literal characters after the last '*' */
     /* Derived at compile time, so that most subjects are refused without a loop: */
-    int single_run;  /* GLOB: the stars are one run, `*` (1) or `**` (2); 0: several runs */
-    int probe_where; /* 0: no probe; 1: |probe| at probe_at; 2: at probe_at from the end */
-    size_t probe_at; /* where 8 literal characters of the pattern must appear in a subject */
-    uint64_t probe;  /* those characters as one word (folded when nocase) */
-    char *written;     /* as the operator wrote it, for messages */
-    int family;        /* CIDR: 4 or 6 */
-    uint8_t addr[16];  /* CIDR: network address, host bits zero */
-    unsigned prefix;   /* CIDR: prefix length */
+    int single_run;   /* GLOB: the stars are one run, `*` (1) or `**` (2); 0: several runs */
+    int probe_where;  /* 0: no probe; 1: |probe| at probe_at; 2: at probe_at from the end */
+    size_t probe_at;  /* where 8 literal characters of the pattern must appear in a subject */
+    uint64_t probe;   /* those characters as one word (folded when nocase) */
+    char *written;    /* as the operator wrote it, for messages */
+    int family;       /* CIDR: 4 or 6 */
+    uint8_t addr[16]; /* CIDR: network address, host bits zero */
+    unsigned prefix;  /* CIDR: prefix length */
 } pattern_t;
+
+/* A screen is the cheap part of a pattern — the subject's length range and 8 literal bytes at
+ * a known place — copied where a loop over many rules reads it without following pointers. A
+ * subject that fails a pattern's screen never matches the pattern; one that passes must still
+ * be matched with pattern_match. */
+typedef struct {
+    uint64_t probe;
+    uint16_t min_len;
+    uint16_t max_len;
+    uint16_t probe_at;
+    uint8_t probe_where; /* as in pattern_t; 0: lengths only */
+    uint8_t nocase;
+} pattern_screen_t;
 
 /* pattern_compile_glob compiles |text| as a glob. Returns 1, or 0 with the reason in |err|
  * (empty, too long, contains a NUL or a control character). */
@@ -71,8 +85,30 @@ int pattern_is_literal(const pattern_t *p, const char *s);
 
 /* pattern_hex_normalise writes |s| normalised as pattern_compile_hex does (|exact_digits| 0:
  * serial) into |out|; returns 0 if |s| is not hex or does not fit. */
-int pattern_hex_normalise(const char *s, size_t n, size_t exact_digits, char *out,
-                          size_t out_len);
+int pattern_hex_normalise(const char *s, size_t n, size_t exact_digits, char *out, size_t out_len);
+
+/* pattern_screen fills |out| from |p|. */
+void pattern_screen(const pattern_t *p, pattern_screen_t *out);
+
+/* pattern_screen_pass returns 0 if |s| (|n| bytes) cannot match the screened pattern. Inline:
+ * it runs once per rule in the loop that finds a client's rule. */
+static inline int pattern_screen_pass(const pattern_screen_t *sc, const char *s, size_t n)
+{
+    uint64_t w;
+    if (n < sc->min_len || n > sc->max_len)
+        return 0;
+    if (sc->probe_where == 0)
+        return 1;
+    memcpy(&w, sc->probe_where == 1 ? s + sc->probe_at : s + n - sc->probe_at, sizeof(w));
+    if (sc->nocase) {
+        /* ASCII letters to lower case, 8 bytes at once (as pattern.c's fold8). */
+        const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+        uint64_t low7 = w & ~high;
+        uint64_t upper = ((low7 + ones * (0x80 - 'A')) & ~(low7 + ones * (0x7f - 'Z'))) & ~w & high;
+        w |= upper >> 2;
+    }
+    return w == sc->probe;
+}
 
 void pattern_free(pattern_t *p);
 

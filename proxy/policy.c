@@ -57,8 +57,31 @@ static int rule_matches(const config_client_t *c, const identity_t *id, const fi
 int policy_match_client(const config_t *cfg, const identity_t *id)
 {
     field_ranges_t r;
+    const char *only[ID_FIELDS]; /* the value of a field that has exactly one, else NULL */
+    size_t only_len[ID_FIELDS];
+
     field_ranges(id, &r);
+    for (size_t f = 0; f < ID_FIELDS; f++) {
+        only[f] = r.end[f] == r.first[f] + 1 ? id->values[r.first[f]] : NULL;
+        only_len[f] = only[f] != NULL ? id->lens[r.first[f]] : 0;
+    }
     for (size_t i = 0; i < cfg->n_clients; i++) {
+        /* The screen decides most rules from one 24-byte entry (config_screen_t), usually
+         * against the one value a certificate has for the field. */
+        const config_screen_t *sc = &cfg->screens[i];
+        if (sc->active) {
+            size_t f = sc->field;
+            if (only[f] != NULL) {
+                if (!pattern_screen_pass(&sc->screen, only[f], only_len[f]))
+                    continue;
+            } else {
+                size_t v = r.first[f], end = r.end[f];
+                while (v < end && !pattern_screen_pass(&sc->screen, id->values[v], id->lens[v]))
+                    v++;
+                if (v == end)
+                    continue;
+            }
+        }
         if (rule_matches(&cfg->clients[i], id, &r))
             return (int)i;
     }

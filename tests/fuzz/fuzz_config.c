@@ -24,7 +24,20 @@ static void check_valid(const config_t *cfg)
         const config_listener_t *l = &cfg->listeners[i];
         CHECK(l->name != NULL && l->listen.text != NULL && l->backend.text != NULL);
     }
-    CHECK(cfg->tls.cert.path != NULL && cfg->tls.key.path != NULL);
+    /* The server's certificate: PEM cert and key, or a PKCS#12 keystore, never both. */
+    int pem = cfg->tls.cert.path != NULL && cfg->tls.key.path != NULL;
+    CHECK(pem != (cfg->tls.pkcs12.path != NULL));
+    /* Every rule has a name and a screen entry; rule names are unique. */
+    CHECK(cfg->n_clients == 0 || cfg->screens != NULL);
+    for (size_t i = 0; i < cfg->n_clients; i++) {
+        CHECK(cfg->clients[i].name != NULL);
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(cfg->clients[i].name, cfg->clients[j].name) != 0);
+        for (size_t k = 0; k < cfg->clients[i].n_allow; k++) {
+            const config_access_t *a = &cfg->clients[i].allow[k];
+            CHECK(a->objects.n != 0 && (a->methods.n + a->get.n + a->set.n) != 0);
+        }
+    }
     CHECK(cfg->tls.client_ca.path != NULL);
     CHECK(cfg->pyro.serializers != 0 && cfg->pyro.protocols != 0);
     /* pickle (4), dill (5) and cloudpickle (7) must never get through the loader. */

@@ -259,7 +259,8 @@ static void test_keys_are_case_sensitive(void **state)
 
 static void test_duplicate_key_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "  cert: other.crt\n" CLIENTS, "t.yaml:9:3: tls: duplicate key 'cert'");
+    assert_refused_with(MINIMAL "  cert: other.crt\n" CLIENTS,
+                        "t.yaml:9:3: tls: duplicate key 'cert'");
 }
 
 static void test_duplicate_section_is_refused(void **state)
@@ -354,8 +355,9 @@ static void test_list_where_a_name_is_expected_is_refused(void **state)
 
 static void test_scalar_where_a_section_is_expected_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "limits: none\n" CLIENTS, "t.yaml:9:9: limits: expected a mapping, got a "
-                                                  "scalar");
+    assert_refused_with(MINIMAL "limits: none\n" CLIENTS,
+                        "t.yaml:9:9: limits: expected a mapping, got a "
+                        "scalar");
 }
 
 static void test_listeners_as_a_mapping_is_refused(void **state)
@@ -449,7 +451,8 @@ static void test_path_with_a_nul_character_is_refused(void **state)
 
 static void test_non_scalar_key_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "? [a, b]\n: c\n" CLIENTS, "t.yaml:9:3: keys must be plain strings");
+    assert_refused_with(MINIMAL "? [a, b]\n: c\n" CLIENTS,
+                        "t.yaml:9:3: keys must be plain strings");
 }
 
 /* ---- pyro.serializers and pyro.protocols ---------------------------------------------- */
@@ -1348,6 +1351,22 @@ static void test_empty_methods_list_is_refused(void **state)
                         "t.yaml:13:30: clients[0].allow[0].methods: the list is empty");
 }
 
+static void test_list_inside_a_methods_list_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    allow:\n"
+                                     "      - {object: a, methods: [[x]]}\n",
+                        "t.yaml:13:31: clients[0].allow[0].methods[0]: expected a name pattern, "
+                        "got a list");
+}
+
+static void test_mapping_as_an_object_pattern_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL RULE "    allow:\n"
+                                     "      - {object: {a: b}, methods: [x]}\n",
+                        "t.yaml:13:18: clients[0].allow[0].object: expected an object id pattern "
+                        "or a list of them, got a mapping");
+}
+
 static void test_1025_entries_are_refused(void **state)
 {
     size_t cap = 256 + (CONFIG_MAX_ENTRIES + 1) * 24;
@@ -1640,6 +1659,8 @@ int main(void)
         T(test_allow_as_a_mapping_is_refused),
         T(test_empty_object_pattern_is_refused),
         T(test_empty_methods_list_is_refused),
+        T(test_list_inside_a_methods_list_is_refused),
+        T(test_mapping_as_an_object_pattern_is_refused),
         T(test_1025_entries_are_refused),
         T(test_pkcs12_replaces_cert_and_key),
         T(test_encrypted_key_takes_a_password_file),

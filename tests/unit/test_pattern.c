@@ -404,9 +404,19 @@ static void test_cidr_with_host_bits_set_is_refused_at_compile(void **state)
 static void test_malformed_cidr_is_refused(void **state)
 {
     static const char *const bad[] = {
-        "10.0.0.0/33", "fd00::/129", "10.0.0.0/",     "/8",          "10.0.0.0/8x",
-        "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/ 8",  "10.0.0/8",    "10.*.0.0/8",
-        "a.b.c.d/8",   "10.0.0.0/8/8", "10.0.0.0/99999999999999999999999",
+        "10.0.0.0/33",
+        "fd00::/129",
+        "10.0.0.0/",
+        "/8",
+        "10.0.0.0/8x",
+        "10.0.0.0/-1",
+        "10.0.0.0/+8",
+        "10.0.0.0/ 8",
+        "10.0.0/8",
+        "10.*.0.0/8",
+        "a.b.c.d/8",
+        "10.0.0.0/8/8",
+        "10.0.0.0/99999999999999999999999",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char expected[320];
@@ -523,8 +533,7 @@ static void test_sha256_of_63_or_65_digits_is_refused(void **state)
     assert_false(pattern_compile_hex(&g_p, text, 64, g_err, sizeof(g_err)));
     char expected[320];
     snprintf(expected, sizeof(expected),
-             "'%s' is not a SHA-256 fingerprint (64 hex digits, ':' allowed; no wildcards)",
-             text);
+             "'%s' is not a SHA-256 fingerprint (64 hex digits, ':' allowed; no wildcards)", text);
     assert_string_equal(g_err, expected);
     memcpy(text, kSha, 64);
     text[64] = 'A';
