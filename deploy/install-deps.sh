@@ -8,7 +8,7 @@ PACKAGES=(
   android-libboringssl-dev libuv1-dev libyaml-dev zlib1g-dev
   libcmocka-dev
   python3 python3-pytest python3-pyro4 python3-serpent python3-msgpack
-  python3-dill python3-cloudpickle
+  python3-dill python3-cloudpickle python3-prometheus-client
   openssl
   clang libclang-rt-14-dev
 )
