@@ -1049,8 +1049,67 @@ static const cfg_key_t kLimitsKeys[] = {
     {"idle_timeout", parse_uint_range, LIMITS_FIELD(idle_timeout_ms), 0, &kTimeout},
     {"backend_connect_timeout", parse_uint_range, LIMITS_FIELD(backend_connect_timeout_ms), 0,
      &kTimeout},
+    {"drain_timeout", parse_uint_range, LIMITS_FIELD(drain_timeout_ms), 0, &kTimeout},
     CFG_TABLE_END,
 };
+
+static const cfg_range_t kWorkers = {1, 256, ""};
+static const cfg_range_t kPollInterval = {100, 3600000, "milliseconds"};
+
+#define ADMIN_FIELD(f) (offsetof(config_t, admin) + offsetof(__typeof__(((config_t *)0)->admin), f))
+#define RELOAD_FIELD(f)                                                                            \
+    (offsetof(config_t, reload) + offsetof(__typeof__(((config_t *)0)->reload), f))
+
+static const cfg_key_t kAdminKeys[] = {
+    {"listen", parse_addr, ADMIN_FIELD(listen), 1, NULL},
+    {"allow_remote", parse_bool, ADMIN_FIELD(allow_remote), 0, NULL},
+    CFG_TABLE_END,
+};
+
+static const cfg_key_t kReloadKeys[] = {
+    {"watch", parse_bool, RELOAD_FIELD(watch), 0, NULL},
+    {"poll_interval", parse_uint_range, RELOAD_FIELD(poll_interval_ms), 0, &kPollInterval},
+    CFG_TABLE_END,
+};
+
+/* parse_admin reads the admin: section; its presence turns the endpoint on. */
+static int parse_admin(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                       const void *arg)
+{
+    config_t *cfg = ctx->cfg;
+    char sub[300];
+    if (!parse_map(ctx, node, field, path, kAdminKeys))
+        return 0;
+    cfg->admin.enabled = 1;
+    if (!cfg->admin.allow_remote && !addr_is_loopback(&cfg->admin.listen.addr)) {
+        join_path(sub, sizeof(sub), path, "listen");
+        config_error(ctx->errs, ctx->file, cfg->admin.listen.mark, sub,
+                     "'%s' is not a loopback address (the metrics name clients and rules: set "
+                     "allow_remote: true to serve them off this host)",
+                     cfg->admin.listen.text);
+        return 0;
+    }
+    return 1;
+}
+
+/* check_addresses runs once the whole file is read (keys may come in any order): the admin
+ * endpoint must not take a listener's address. */
+static int check_addresses(cfg_ctx_t *ctx)
+{
+    const config_t *cfg = ctx->cfg;
+    if (!cfg->admin.enabled)
+        return 1;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].listen.text != NULL &&
+            same_addr(&cfg->listeners[i].listen.addr, &cfg->admin.listen.addr)) {
+            config_error(ctx->errs, ctx->file, cfg->admin.listen.mark, "admin.listen",
+                         "address '%s' is already used by listeners[%zu]", cfg->admin.listen.text,
+                         i);
+            return 0;
+        }
+    }
+    return 1;
+}
 
 static const cfg_key_t kLogKeys[] = {
     {"level", parse_log_level, LOG_FIELD(level), 0, NULL},
@@ -1096,6 +1155,11 @@ static const cfg_key_t kTopKeys[] = {
     {"pyro", parse_section, 0, 0, kPyroKeys},
     {"clients", parse_clients, 0, 1, NULL},
     {"limits", parse_section, 0, 0, kLimitsKeys},
+    {"admin", parse_admin, 0, 0, NULL},
+    {"reload", parse_section, 0, 0, kReloadKeys},
+    {"workers", parse_uint_range, offsetof(config_t, workers), 0, &kWorkers},
+    {"user", parse_string, offsetof(config_t, user), 0, NULL},
+    {"group", parse_string, offsetof(config_t, group), 0, NULL},
     {"log", parse_section, 0, 0, kLogKeys},
     CFG_TABLE_END,
 };
@@ -1170,6 +1234,8 @@ void config_init(config_t *cfg)
     cfg->limits.handshake_timeout_ms = 10000;
     cfg->limits.idle_timeout_ms = 300000;
     cfg->limits.backend_connect_timeout_ms = 5000;
+    cfg->limits.drain_timeout_ms = 30000;
+    cfg->reload.poll_interval_ms = 1000;
     cfg->log.level = LOG_INFO;
     cfg->log.calls = LOG_CALLS_DENIED;
 }
@@ -1227,6 +1293,9 @@ void config_free(config_t *cfg)
         free_access(c->allow, c->n_allow);
         free_access(c->deny, c->n_deny);
     }
+    free(cfg->admin.listen.text);
+    free(cfg->user);
+    free(cfg->group);
     free(cfg->clients);
     free(cfg->screens);
     free(cfg->file);
@@ -1296,7 +1365,7 @@ int config_load_buffer(const char *name, const char *base_dir, const uint8_t *da
         goto free_doc;
     }
     cfg_ctx_t ctx = {name, base_dir, &doc, cfg, errs};
-    ok = parse_map(&ctx, root, cfg, "", kTopKeys);
+    ok = parse_map(&ctx, root, cfg, "", kTopKeys) && check_addresses(&ctx);
     /* A second document in the same file would be silently ignored by a careless reader. */
     if (ok) {
         yaml_document_t next;

@@ -131,7 +131,20 @@ typedef struct {
         uint64_t handshake_timeout_ms;
         uint64_t idle_timeout_ms;
         uint64_t backend_connect_timeout_ms;
+        uint64_t drain_timeout_ms; /* SIGTERM: in-flight calls get this long to finish */
     } limits;
+    struct {
+        int enabled;          /* the admin: section is present */
+        config_addr_t listen; /* GET /healthz /readyz /metrics */
+        int allow_remote;     /* a non-loopback admin address is refused without it */
+    } admin;
+    struct {
+        int watch;                 /* reload when a referenced file changes */
+        uint64_t poll_interval_ms; /* how often watched files are checked */
+    } reload;
+    uint64_t workers; /* event loops, one thread each; 0: one per CPU */
+    char *user;       /* drop to this user (and its group) after binding; NULL: stay */
+    char *group;
     config_client_t *clients; /* first match wins; none matching: refused at CONNECT */
     config_screen_t *screens; /* one per rule, built at load */
     size_t n_clients;

@@ -82,12 +82,18 @@ struct conn {
     uint64_t bytes_in;  /* plaintext from the client */
     uint64_t bytes_out; /* plaintext to the client */
     uint64_t started_ms;
+    uint64_t started_ns; /* for the handshake duration histogram */
     uint64_t last_activity_ms;
     char peer[INET6_ADDRSTRLEN + 16];
     identity_t ident;    /* of the verified client certificate, once the handshake is done */
     int ident_ok;        /* the certificate's identity could be read faithfully */
     char ident_err[128]; /* why not */
-    int rule;            /* the client's rule in cfg->clients, or POLICY_NO_RULE */
+    int rule;            /* the client's rule in the generation |rule_gen|, or POLICY_NO_RULE */
+    uint64_t rule_gen;
+    generation_t *gen;             /* accepted under: TLS context, listener, buffer sizes */
+    const config_listener_t *lcfg; /* &gen->cfg.listeners[lst->index] */
+    uint64_t max_message;          /* pyro.max_message_bytes of |gen| */
+    int handshake_done;
     const char *close_reason;
 };
 
@@ -108,17 +114,36 @@ static void conn_update_reading(conn_t *c);
 static void log_conn_fields(log_line_t *l, const conn_t *c)
 {
     log_uint(l, "conn", c->id);
-    log_str(l, "listener", c->lst->cfg->name);
+    log_str(l, "listener", c->lcfg->name);
     log_str(l, "peer", c->peer);
 }
 
+/* conn_rule returns the client's rule in the worker's current generation: a reload may have
+ * changed the rules, and later requests are judged by the new ones (the identity is kept). */
+static int conn_rule(conn_t *c)
+{
+    const server_t *srv = c->srv;
+    if (c->rule_gen != srv->gen->id) {
+        c->rule = c->ident_ok ? policy_match_client(srv->cfg, &c->ident) : POLICY_NO_RULE;
+        c->rule_gen = srv->gen->id;
+    }
+    return c->rule;
+}
+
+static const char *conn_rule_name(conn_t *c)
+{
+    int rule = conn_rule(c);
+    return rule == POLICY_NO_RULE ? NULL : c->srv->cfg->clients[rule].name;
+}
+
 /* log_client adds who the client is: its rule and the identity fields an operator searches. */
-static void log_client(log_line_t *l, const conn_t *c)
+static void log_client(log_line_t *l, conn_t *c)
 {
     const char *uris[8];
     size_t n_uris = 0;
-    if (c->rule != POLICY_NO_RULE)
-        log_str(l, "rule", c->srv->cfg->clients[c->rule].name);
+    const char *rule = conn_rule_name(c);
+    if (rule != NULL)
+        log_str(l, "rule", rule);
     if (!c->ident_ok)
         return;
     log_str(l, "subject", c->ident.subject);
@@ -170,6 +195,9 @@ static void log_decision(conn_t *c, int allowed, const char *reason, const char 
                          const frame_t *f, const char *action, const inspect_t *in,
                          const char *entry)
 {
+    /* Every judged message is counted, logged or not. */
+    if (f != NULL && (f->type == MSG_CONNECT || f->type == MSG_INVOKE))
+        metrics_request(c->srv->metrics, allowed, reason, conn_rule_name(c));
     if (allowed && c->srv->cfg->log.calls != LOG_CALLS_ALL)
         return;
     log_line_t l;
@@ -209,6 +237,7 @@ static void conn_identify(conn_t *c)
 {
     X509 *cert = SSL_get_peer_certificate(c->ssl);
     c->rule = POLICY_NO_RULE;
+    c->rule_gen = c->srv->gen->id;
     if (cert == NULL) {
         snprintf(c->ident_err, sizeof(c->ident_err), "no client certificate");
         return;
@@ -232,6 +261,8 @@ static void log_conn_open(conn_t *c)
 
     log_begin(&l, LOG_INFO, "conn_open");
     log_conn_fields(&l, c);
+    log_uint(&l, "worker", c->srv->index);
+    log_uint(&l, "generation", c->gen->id);
     log_str(&l, "tls_version", SSL_get_version(c->ssl));
     log_str(&l, "cipher", SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
     log_bool(&l, "resumed", SSL_session_reused(c->ssl));
@@ -254,8 +285,9 @@ static void log_conn_open(conn_t *c)
     } else {
         log_str(&l, "identity_error", c->ident_err);
     }
-    if (c->rule != POLICY_NO_RULE)
-        log_str(&l, "rule", c->srv->cfg->clients[c->rule].name);
+    const char *rule = conn_rule_name(c);
+    if (rule != NULL)
+        log_str(&l, "rule", rule);
     else
         log_bool(&l, "rule_matched", 0);
     log_end(&l);
@@ -275,10 +307,13 @@ static void on_timer_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
+    __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
     SSL_free(c->ssl); /* frees both memory BIOs */
     buf_cleanup(&c->c2s);
     identity_free(&c->ident);
+    generation_unref(c->gen);
     free(c);
+    server_conn_gone(srv);
 }
 
 static void on_stream_closed(uv_handle_t *h)
@@ -323,6 +358,12 @@ void conn_close(conn_t *c, const char *reason)
 
     if (c->state == CONN_CLOSING)
         return;
+    /* "protocol_version" names a TLS version refusal during the handshake and a Pyro one
+     * after it: the outcome tells them apart. */
+    metrics_conn_closed(c->srv->metrics,
+                        c->state == CONN_HANDSHAKE && strcmp(reason, "protocol_version") == 0
+                            ? "tls_fail"
+                            : reason);
     c->state = CONN_CLOSING;
     c->close_reason = reason;
     log_begin(&l, LOG_INFO, "conn_close");
@@ -429,6 +470,7 @@ static int conn_send_plain(conn_t *c, const uint8_t *p, size_t n)
             return 0;
         }
         c->bytes_out += (uint64_t)r;
+        metrics_bytes(c->srv->metrics, 0, (uint64_t)r);
         p += r;
         n -= (size_t)r;
     }
@@ -512,10 +554,12 @@ static void on_deadline(uv_timer_t *t)
         log_str(&l, "reason", "handshake_timeout");
         log_str(&l, "detail", "no complete TLS handshake within limits.handshake_timeout");
         log_end(&l);
+        metrics_tls_failed(c->srv->metrics, "handshake_timeout");
         conn_close(c, "handshake_timeout");
         return;
     }
     case CONN_DIALING:
+        metrics_backend_dial_failed(c->srv->metrics);
         refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
         return;
     case CONN_AWAIT_CONNECT:
@@ -550,8 +594,7 @@ static void refuse_connect_call(conn_t *c, const char *reason, const char *detai
     frame_error_t err;
     /* While dialling, the allowed CONNECT is still held whole in c2s: log its header. */
     if (f == NULL && c->state == CONN_DIALING &&
-        frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes, &held,
-                    &err) == FRAME_OK)
+        frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &held, &err) == FRAME_OK)
         f = &held;
     log_decision(c, 0, reason, detail, f, "connectfail", in, entry);
     if (CBB_init(&cbb, 128)) {
@@ -612,9 +655,10 @@ static int policy_judge(conn_t *c, const frame_t *f, const inspect_t *in, policy
                         char *entry, size_t entry_len)
 {
     const config_t *cfg = c->srv->cfg;
-    int ok = policy_decide(cfg, c->rule, &in->call,
+    int rule = conn_rule(c);
+    int ok = policy_decide(cfg, rule, &in->call,
                            f->type == MSG_CONNECT && (f->flags & FLAG4_META_ON_CONNECT), d);
-    policy_entry_text(cfg, c->rule, d, entry, entry_len);
+    policy_entry_text(cfg, rule, d, entry, entry_len);
     if (ok)
         log_decision(c, 1, "allowed", NULL, f, "forwarded", in, entry);
     return ok;
@@ -634,17 +678,17 @@ static void on_backend_connect(uv_connect_t *req, int status)
         log_line_t l;
         log_begin(&l, LOG_ERROR, "backend_fail");
         log_conn_fields(&l, c);
-        log_str(&l, "backend", c->lst->cfg->backend.text);
+        log_str(&l, "backend", c->lcfg->backend.text);
         log_str(&l, "detail", uv_strerror(status));
         log_end(&l);
+        metrics_backend_dial_failed(c->srv->metrics);
         refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
         return;
     }
     c->backend_connected = 1;
     uv_tcp_nodelay(&c->backend, 1);
     /* The CONNECT was judged and held in c2s while dialling; forward it whole now. */
-    if (frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->srv->cfg->pyro.max_message_bytes, &f,
-                    &err) != FRAME_OK ||
+    if (frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &f, &err) != FRAME_OK ||
         !conn_write(c, 1, buf_peek(&c->c2s), f.total_len)) {
         conn_close(c, "internal_error");
         return;
@@ -671,8 +715,9 @@ static void conn_dial(conn_t *c)
     c->state = CONN_DIALING;
     c->connect_req.data = c;
     r = uv_tcp_connect(&c->connect_req, &c->backend,
-                       (const struct sockaddr *)&c->lst->cfg->backend.addr, on_backend_connect);
+                       (const struct sockaddr *)&c->lcfg->backend.addr, on_backend_connect);
     if (r != 0) {
+        metrics_backend_dial_failed(srv->metrics);
         refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
         return;
     }
@@ -700,6 +745,11 @@ static void s2c_frame_done(conn_t *c)
     if (c->outstanding == 0) {
         if (c->client_eof && buf_len(&c->c2s) == 0) {
             conn_close(c, "client_closed");
+            return;
+        }
+        if (c->srv->draining) {
+            /* The call in flight has its answer; nothing new starts while draining. */
+            conn_close(c, "shutdown");
             return;
         }
         conn_process_c2s(c); /* requests the client sent meanwhile */
@@ -815,7 +865,7 @@ static void handle_connect(conn_t *c, const frame_t *f)
         refuse_connect(c, "identity_invalid", detail, f);
         return;
     }
-    if (c->rule == POLICY_NO_RULE) {
+    if (conn_rule(c) == POLICY_NO_RULE) {
         policy_refuse_unmatched(&c->ident, &d);
         refuse_connect(c, d.reason, d.detail, f);
         return;
@@ -875,12 +925,11 @@ static void process_frames(conn_t *c)
 {
     frame_t f;
     frame_error_t err;
-    const config_t *cfg = c->srv->cfg;
 
     while ((c->state == CONN_AWAIT_CONNECT || c->state == CONN_READY) && c->outstanding == 0 &&
            buf_len(&c->c2s) > 0) {
         frame_status_t st =
-            frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), cfg->pyro.max_message_bytes, &f, &err);
+            frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &f, &err);
         if (st == FRAME_NEED_MORE)
             return;
         if (st == FRAME_ERROR) {
@@ -940,6 +989,7 @@ static void conn_tls_read(conn_t *c)
         if (r > 0) {
             buf_append(&c->c2s, tmp, (size_t)r);
             c->bytes_in += (uint64_t)r;
+            metrics_bytes(c->srv->metrics, (uint64_t)r, 0);
             continue;
         }
         int e = SSL_get_error(c->ssl, r);
@@ -967,6 +1017,8 @@ static void conn_tls_read(conn_t *c)
 
 static void conn_handshake_done(conn_t *c)
 {
+    metrics_handshake_done(c->srv->metrics, (uv_hrtime() - c->started_ns) / 1000);
+    c->handshake_done = 1;
     c->state = CONN_AWAIT_CONNECT;
     conn_identify(c);
     log_conn_open(c);
@@ -995,6 +1047,7 @@ static void conn_handshake(conn_t *c)
     log_str(&l, "reason", reason);
     log_str(&l, "detail", detail);
     log_end(&l);
+    metrics_tls_failed(c->srv->metrics, reason);
     conn_flush_tls(c); /* the alert BoringSSL chose: unknown_ca, certificate_expired… */
     conn_close(c, reason);
 }
@@ -1029,6 +1082,7 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
                     nread == UV_EOF ? "connection closed during the handshake"
                                     : uv_strerror((int)nread));
             log_end(&l);
+            metrics_tls_failed(c->srv->metrics, "peer_closed");
             conn_close(c, "peer_closed");
             return;
         }
@@ -1071,10 +1125,10 @@ static void reject(listener_t *l, const char *reason)
         peer_name(t, peer, sizeof(peer));
         log_line_t line;
         log_begin(&line, LOG_WARN, "conn_rejected");
-        log_str(&line, "listener", l->cfg->name);
+        log_str(&line, "listener", l->srv->cfg->listeners[l->index].name);
         log_str(&line, "peer", peer);
         log_str(&line, "reason", reason);
-        log_uint(&line, "open_connections", l->srv->n_conns);
+        log_uint(&line, "open_connections", __atomic_load_n(l->srv->open_total, __ATOMIC_RELAXED));
         log_end(&line);
     }
     uv_close((uv_handle_t *)t, on_rejected_closed);
@@ -1104,18 +1158,26 @@ void conn_accept(listener_t *l)
     server_t *srv = l->srv;
     const config_t *cfg = srv->cfg;
 
-    if (srv->n_conns >= cfg->limits.max_connections) {
+    /* Counted before the check, so that workers accepting at the same moment cannot pass
+     * the limit together. */
+    if (__atomic_add_fetch(srv->open_total, 1, __ATOMIC_RELAXED) > cfg->limits.max_connections) {
+        __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
+        metrics_conn_rejected(srv->metrics);
         reject(l, "max_connections");
         return;
     }
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
         reject(l, "out_of_memory");
         return;
     }
     c->srv = srv;
     c->lst = l;
-    c->id = ++srv->next_conn_id;
+    c->gen = generation_ref(srv->gen);
+    c->lcfg = &c->gen->cfg.listeners[l->index];
+    c->max_message = cfg->pyro.max_message_bytes;
+    c->id = __atomic_add_fetch(srv->conn_ids, 1, __ATOMIC_RELAXED);
     c->state = CONN_HANDSHAKE;
     c->rule = POLICY_NO_RULE; /* until the handshake names the client */
     buf_init(&c->c2s, cfg->pyro.max_message_bytes + FRAME4_HEADER_LEN);
@@ -1132,7 +1194,9 @@ void conn_accept(listener_t *l)
         srv->conns->prev = c;
     srv->conns = c;
     srv->n_conns++;
+    metrics_conn_accepted(srv->metrics);
     c->started_ms = c->last_activity_ms = uv_now(srv->loop);
+    c->started_ns = uv_hrtime();
 
     if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->client) != 0) {
         conn_close(c, "accept_failed");
@@ -1141,7 +1205,7 @@ void conn_accept(listener_t *l)
     peer_name(&c->client, c->peer, sizeof(c->peer));
     uv_tcp_nodelay(&c->client, 1);
 
-    c->ssl = SSL_new(srv->ssl_ctx);
+    c->ssl = SSL_new(c->gen->ssl_ctx);
     c->net_in = BIO_new(BIO_s_mem());
     c->net_out = BIO_new(BIO_s_mem());
     if (c->ssl == NULL || c->net_in == NULL || c->net_out == NULL) {
@@ -1160,8 +1224,23 @@ void conn_accept(listener_t *l)
 
 free_conn:
     buf_cleanup(&c->c2s);
+    generation_unref(c->gen);
     free(c);
+    __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
     reject(l, "out_of_memory");
+}
+
+void conn_drain_all(server_t *srv)
+{
+    conn_t *c = srv->conns;
+    while (c != NULL) {
+        conn_t *next = c->next;
+        /* A connection with a call in flight (or a CONNECT being dialled) closes when its
+         * answer has passed (s2c_frame_done); the others close now. */
+        if (c->state != CONN_CLOSING && c->state != CONN_DIALING && c->outstanding == 0)
+            conn_close(c, "shutdown");
+        c = next;
+    }
 }
 
 void conn_close_all(server_t *srv, const char *reason)

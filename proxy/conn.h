@@ -18,6 +18,10 @@ void conn_accept(listener_t *l);
  * timer), then both sides are closed and "conn_close" is logged with |reason|. */
 void conn_close(conn_t *c, const char *reason);
 
+/* conn_drain_all closes every connection of |srv| that has no call in flight; the others close
+ * as soon as their answer has passed (the worker is draining). */
+void conn_drain_all(server_t *srv);
+
 /* conn_close_all closes every connection of |srv| with |reason|. */
 void conn_close_all(server_t *srv, const char *reason);
 

@@ -16,7 +16,7 @@ static int g_fd = 2;
 
 void log_set_level(log_level_t level)
 {
-    g_level = level;
+    __atomic_store_n(&g_level, level, __ATOMIC_RELAXED); /* a reload, read by every loop */
 }
 
 void log_set_fd(int fd)
@@ -26,7 +26,7 @@ void log_set_fd(int fd)
 
 int log_enabled(log_level_t level)
 {
-    return level <= g_level;
+    return level <= __atomic_load_n(&g_level, __ATOMIC_RELAXED);
 }
 
 const char *log_level_name(log_level_t level)

@@ -14,7 +14,7 @@
 #include "frame.h"
 #include "inspect.h"
 #include "log.h"
-#include "server.h"
+#include "runtime.h"
 #include "tls.h"
 #include "version.h"
 
@@ -86,43 +86,7 @@ static int cmd_check(const char *path)
 
 static int cmd_run(const char *path)
 {
-    config_t cfg;
-    SSL_CTX *ctx;
-    server_t srv;
-    uv_loop_t loop;
-    char version[256];
-    int rc = EXIT_OK;
-
-    if (!load_all(path, &cfg, &ctx)) {
-        config_free(&cfg);
-        return EXIT_USAGE;
-    }
-    log_set_level(cfg.log.level);
-    /* A peer closing while we write must be an error return, not a fatal signal. */
-    signal(SIGPIPE, SIG_IGN);
-    if (uv_loop_init(&loop) != 0) {
-        log_msg(LOG_ERROR, "startup_failed", "cannot create the event loop");
-        rc = EXIT_RUNTIME;
-        goto free_config;
-    }
-    version_string(version, sizeof(version));
-    log_line_t l;
-    log_begin(&l, LOG_INFO, "start");
-    log_str(&l, "version", version);
-    log_str(&l, "config", path);
-    log_end(&l);
-    if (!server_start(&srv, &loop, &cfg, ctx)) {
-        rc = EXIT_RUNTIME;
-        server_stop(&srv, "startup_failed");
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    server_cleanup(&srv);
-    uv_loop_close(&loop);
-    log_msg(LOG_INFO, "stopped", rc == EXIT_OK ? "clean exit" : "startup failed");
-free_config:
-    SSL_CTX_free(ctx);
-    config_free(&cfg);
-    return rc;
+    return runtime_run(path);
 }
 
 /* read_file reads a whole (bounded) frame file; returns NULL and sets errno-ish text. */

@@ -1,24 +1,78 @@
 #include "server.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "log.h"
+
+#define LISTEN_BACKLOG 1024
+
+/* ---- listening sockets (control thread) ----------------------------------------------- */
+
+static int open_one(const config_listener_t *lc, int *out)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&lc->listen.addr;
+    socklen_t len =
+        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int one = 1;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* Every worker binds its own socket to the same address; the kernel spreads new
+     * connections over them (no shared accept queue to fight over). */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        (sa->sa_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, sa, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    *out = fd;
+    return 0;
+}
+
+int server_open_listeners(const config_t *cfg, int *fds)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        int r = open_one(&cfg->listeners[i], &fds[i]);
+        if (r != 0) {
+            log_line_t line;
+            log_begin(&line, LOG_ERROR, "listen_failed");
+            log_str(&line, "listener", cfg->listeners[i].name);
+            log_str(&line, "listen", cfg->listeners[i].listen.text);
+            log_str(&line, "detail", uv_strerror(r));
+            log_end(&line);
+            for (size_t j = 0; j < i; j++)
+                close(fds[j]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ---- the worker's loop ---------------------------------------------------------------- */
 
 static void on_connection(uv_stream_t *s, int status)
 {
     listener_t *l = (listener_t *)s; /* tcp is the first member */
     if (status < 0) {
-        /* EMFILE and friends: log and keep listening; libuv retries on the next event. */
+        /* Out of descriptors: libuv's reserve-descriptor trick has already accepted and closed
+         * the pending connection, so the loop does not spin; service resumes by itself when
+         * descriptors free up. */
         log_line_t line;
         log_begin(&line, LOG_ERROR, "accept_failed");
-        log_str(&line, "listener", l->cfg->name);
+        log_str(&line, "listener", l->srv->cfg->listeners[l->index].name);
         log_str(&line, "detail", uv_strerror(status));
         log_end(&line);
         return;
     }
-    if (l->srv->stopping)
+    if (l->srv->draining || l->srv->stopping)
         return;
     conn_accept(l);
 }
@@ -29,92 +83,190 @@ static void on_listener_closed(uv_handle_t *h)
     l->open = 0;
 }
 
-static void on_signal_closed(uv_handle_t *h) {}
-
-static void on_signal(uv_signal_t *sig, int signum)
+static void close_listeners(server_t *srv)
 {
-    server_t *srv = sig->data;
-    log_line_t l;
-    log_begin(&l, LOG_INFO, "shutdown");
-    log_str(&l, "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    log_uint(&l, "open_connections", srv->n_conns);
-    log_end(&l);
-    server_stop(srv, "shutdown");
-}
-
-int server_start(server_t *srv, uv_loop_t *loop, const config_t *cfg, SSL_CTX *ssl_ctx)
-{
-    memset(srv, 0, sizeof(*srv));
-    srv->loop = loop;
-    srv->cfg = cfg;
-    srv->ssl_ctx = ssl_ctx;
-    inspect_init(&srv->inspect);
-
-    uv_signal_init(loop, &srv->sig_term);
-    uv_signal_init(loop, &srv->sig_int);
-    srv->sig_term.data = srv->sig_int.data = srv;
-    srv->signals_open = 1;
-    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
-
-    srv->listeners = calloc(cfg->n_listeners, sizeof(*srv->listeners));
-    if (srv->listeners == NULL) {
-        log_msg(LOG_ERROR, "startup_failed", "out of memory");
-        return 0;
-    }
-    srv->n_listeners = cfg->n_listeners;
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        listener_t *l = &srv->listeners[i];
-        const config_listener_t *lc = &cfg->listeners[i];
-        l->srv = srv;
-        l->cfg = lc;
-        uv_tcp_init(loop, &l->tcp);
-        l->tcp.data = l;
-        l->open = 1;
-        int r = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&lc->listen.addr, 0);
-        if (r == 0)
-            r = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
-        if (r != 0) {
-            log_line_t line;
-            log_begin(&line, LOG_ERROR, "listen_failed");
-            log_str(&line, "listener", lc->name);
-            log_str(&line, "listen", lc->listen.text);
-            log_str(&line, "detail", uv_strerror(r));
-            log_end(&line);
-            return 0;
-        }
-        log_line_t line;
-        log_begin(&line, LOG_INFO, "listening");
-        log_str(&line, "listener", lc->name);
-        log_str(&line, "listen", lc->listen.text);
-        log_str(&line, "backend", lc->backend.text);
-        log_end(&line);
-    }
-    return 1;
-}
-
-void server_stop(server_t *srv, const char *why)
-{
-    if (srv->stopping)
-        return;
-    srv->stopping = 1;
     for (size_t i = 0; i < srv->n_listeners; i++) {
         listener_t *l = &srv->listeners[i];
         if (l->open && !uv_is_closing((uv_handle_t *)&l->tcp))
             uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
     }
-    if (srv->signals_open) {
-        uv_close((uv_handle_t *)&srv->sig_term, on_signal_closed);
-        uv_close((uv_handle_t *)&srv->sig_int, on_signal_closed);
-        srv->signals_open = 0;
+}
+
+static void on_wake_closed(uv_handle_t *h) {}
+
+/* finish ends the loop: once the wake handle is closed nothing keeps it running. */
+static void finish(server_t *srv)
+{
+    close_listeners(srv);
+    if (!uv_is_closing((uv_handle_t *)&srv->wake))
+        uv_close((uv_handle_t *)&srv->wake, on_wake_closed);
+}
+
+static void switch_generation(server_t *srv, generation_t *next)
+{
+    generation_t *old = srv->gen;
+    srv->gen = next;
+    srv->cfg = &next->cfg;
+    generation_unref(old);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    server_t *srv = a->data;
+    generation_t *next;
+    int drain, stop;
+
+    uv_mutex_lock(&srv->mailbox_lock);
+    next = srv->next_gen;
+    srv->next_gen = NULL;
+    drain = srv->drain_requested;
+    stop = srv->stop_requested;
+    uv_mutex_unlock(&srv->mailbox_lock);
+
+    if (next != NULL)
+        switch_generation(srv, next);
+    if (stop && !srv->stopping) {
+        srv->stopping = 1;
+        srv->draining = 1;
+        conn_close_all(srv, "shutdown");
+        finish(srv);
+        return;
     }
-    conn_close_all(srv, why);
+    if (drain && !srv->draining) {
+        srv->draining = 1;
+        close_listeners(srv);
+        conn_drain_all(srv);
+        if (srv->n_conns == 0)
+            finish(srv);
+    }
+}
+
+void server_conn_gone(server_t *srv)
+{
+    if (srv->draining && srv->n_conns == 0)
+        finish(srv);
+}
+
+int server_init(server_t *srv, unsigned index, generation_t *gen, const int *fds, uv_async_t *done,
+                uint64_t *open_total, uint64_t *conn_ids)
+{
+    const config_t *cfg = &gen->cfg;
+    size_t opened = 0;
+
+    memset(srv, 0, sizeof(*srv));
+    srv->index = index;
+    srv->gen = generation_ref(gen);
+    srv->cfg = &gen->cfg;
+    srv->done = done;
+    srv->open_total = open_total;
+    srv->conn_ids = conn_ids;
+    srv->loop = &srv->loop_storage;
+    inspect_init(&srv->inspect);
+    if (uv_loop_init(srv->loop) != 0) {
+        srv->loop = NULL;
+        goto close_fds;
+    }
+    uv_mutex_init(&srv->mailbox_lock);
+    srv->metrics = metrics_shard_new();
+    srv->listeners = calloc(cfg->n_listeners, sizeof(*srv->listeners));
+    if (srv->metrics == NULL || srv->listeners == NULL ||
+        uv_async_init(srv->loop, &srv->wake, on_wake) != 0)
+        goto close_fds;
+    srv->wake.data = srv;
+    srv->n_listeners = cfg->n_listeners;
+    for (; opened < cfg->n_listeners; opened++) {
+        listener_t *l = &srv->listeners[opened];
+        l->srv = srv;
+        l->index = opened;
+        uv_tcp_init(srv->loop, &l->tcp);
+        l->tcp.data = l;
+        l->open = 1;
+        int r = uv_tcp_open(&l->tcp, fds[opened]);
+        if (r == 0)
+            r = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+        if (r != 0) {
+            log_line_t line;
+            log_begin(&line, LOG_ERROR, "listen_failed");
+            log_str(&line, "listener", cfg->listeners[opened].name);
+            log_str(&line, "detail", uv_strerror(r));
+            log_end(&line);
+            opened++; /* this fd belongs to its handle now */
+            goto close_fds;
+        }
+    }
+    return 1;
+close_fds:
+    /* Descriptors not yet handed to a handle are closed here; the others with their handle. */
+    for (size_t i = opened; i < cfg->n_listeners; i++)
+        close(fds[i]);
+    log_msg(LOG_ERROR, "startup_failed", "cannot set up a worker");
+    return 0;
+}
+
+static void worker_main(void *arg)
+{
+    server_t *srv = arg;
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    /* uv_async_send coalesces: the control thread looks at every worker's flag. */
+    __atomic_store_n(&srv->finished, 1, __ATOMIC_RELEASE);
+    uv_async_send(srv->done);
+}
+
+int server_run(server_t *srv)
+{
+    return uv_thread_create(&srv->thread, worker_main, srv) == 0;
+}
+
+static void post(server_t *srv, generation_t *gen, int drain, int stop)
+{
+    uv_mutex_lock(&srv->mailbox_lock);
+    if (gen != NULL) {
+        generation_unref(srv->next_gen); /* a newer one replaces one not yet taken */
+        srv->next_gen = generation_ref(gen);
+    }
+    srv->drain_requested |= drain;
+    srv->stop_requested |= stop;
+    uv_mutex_unlock(&srv->mailbox_lock);
+    uv_async_send(&srv->wake);
+}
+
+void server_post_generation(server_t *srv, generation_t *gen)
+{
+    post(srv, gen, 0, 0);
+}
+
+void server_post_drain(server_t *srv)
+{
+    post(srv, NULL, 1, 0);
+}
+
+void server_post_stop(server_t *srv)
+{
+    post(srv, NULL, 0, 1);
+}
+
+static void on_leftover_closed(uv_handle_t *h) {}
+
+static void close_leftover(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, on_leftover_closed);
 }
 
 void server_cleanup(server_t *srv)
 {
+    if (srv->loop != NULL) {
+        /* A worker that never ran (startup failed) still has open handles: close them. */
+        uv_walk(srv->loop, close_leftover, NULL);
+        uv_run(srv->loop, UV_RUN_DEFAULT);
+        uv_loop_close(srv->loop);
+        uv_mutex_destroy(&srv->mailbox_lock);
+        srv->loop = NULL;
+    }
     inspect_cleanup(&srv->inspect);
+    generation_unref(srv->next_gen);
+    generation_unref(srv->gen);
+    metrics_shard_free(srv->metrics);
     free(srv->listeners);
-    srv->listeners = NULL;
-    srv->n_listeners = 0;
+    memset(srv, 0, sizeof(*srv));
 }

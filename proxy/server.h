@@ -1,10 +1,16 @@
-/* server: the listeners, their accept loop and process-wide signals on one libuv loop.
+/* server: one worker — an event loop on its own thread with its own listening sockets (one per
+ * listener, SO_REUSEPORT: the kernel spreads connections over the workers), its connections,
+ * its inspection state and its metrics shard. Nothing on the data path is shared between
+ * workers; the configuration they read is an immutable generation (generation.h).
  *
- * A server_t is embedded by main: server_start binds every listener of the configuration
- * and installs SIGTERM/SIGINT handlers; server_stop closes listeners and every connection.
- * The loop returns from uv_run once everything is closed; the server_t holds no heap memory
- * of its own afterwards except the listener array freed by server_cleanup. The configuration
- * and the SSL_CTX stay owned by the caller and must outlive the loop run. */
+ * The control thread (runtime.h) talks to a worker only through server_post_* (a mailbox under
+ * a mutex, then uv_async_send): a new generation to judge with, drain, or stop. A worker's
+ * loop ends when its listeners and connections are closed after drain or stop; it then tells
+ * the control thread through the |done| async handle it was given.
+ *
+ * Ownership: server_t is allocated by runtime.c; server_init takes over the listening fds
+ * (closed in every case) and a reference to |gen|; server_cleanup, after the thread has been
+ * joined, releases the rest. */
 #ifndef PYROGUARD_SERVER_H
 #define PYROGUARD_SERVER_H
 
@@ -14,7 +20,9 @@
 #include <uv.h>
 
 #include "config.h"
+#include "generation.h"
 #include "inspect.h"
+#include "metrics.h"
 
 typedef struct server server_t;
 typedef struct conn conn_t;
@@ -22,35 +30,61 @@ typedef struct conn conn_t;
 typedef struct {
     uv_tcp_t tcp;
     server_t *srv;
-    const config_listener_t *cfg;
+    size_t index; /* in cfg->listeners of every generation (reloads cannot change them) */
     int open;
 } listener_t;
 
 struct server {
+    uv_loop_t loop_storage;
     uv_loop_t *loop;
-    const config_t *cfg;
-    SSL_CTX *ssl_ctx;
+    uv_thread_t thread;
+    unsigned index;
+    generation_t *gen;   /* current: new connections, and every judgement */
+    const config_t *cfg; /* &gen->cfg */
     listener_t *listeners;
     size_t n_listeners;
-    uv_signal_t sig_term;
-    uv_signal_t sig_int;
-    int signals_open;
-    conn_t *conns; /* every live connection, for shutdown */
+    uv_async_t wake; /* the control thread posted something */
+    uv_mutex_t mailbox_lock;
+    generation_t *next_gen; /* mailbox: a generation to switch to, or NULL */
+    int drain_requested;
+    int stop_requested;
+    uv_async_t *done; /* the control thread's: this worker's loop has ended */
+    int finished;     /* set (atomically) by the worker thread just before |done| */
+    conn_t *conns;    /* every live connection of this worker */
     uint64_t n_conns;
-    uint64_t next_conn_id;
-    int stopping;
-    inspect_t inspect; /* reused for every request judged on this loop */
+    uint64_t *open_total; /* shared by every worker (atomic): limits.max_connections is global */
+    uint64_t *conn_ids;   /* shared (atomic): connection ids are unique in the process */
+    int draining;         /* no more accepting; connections close once idle */
+    int stopping;         /* closing everything now */
+    inspect_t inspect;    /* reused for every request judged on this loop */
+    metrics_shard_t *metrics;
 };
 
-/* server_start binds and listens on every listener and logs "listening" for each. It returns
- * 1 on success; 0 after logging why a listener could not be opened (the caller then calls
- * server_stop, runs the loop to let handles close, and exits 1). */
-int server_start(server_t *srv, uv_loop_t *loop, const config_t *cfg, SSL_CTX *ssl_ctx);
+/* server_open_listeners binds and listens on every listener of |cfg| with SO_REUSEPORT,
+ * writing the fds to |fds| (n_listeners of them). Returns 1, or 0 after logging which listener
+ * failed (every fd opened is closed). Called by the control thread, once per worker, before
+ * privileges are dropped. */
+int server_open_listeners(const config_t *cfg, int *fds);
 
-/* server_stop stops accepting and closes every connection; idempotent. */
-void server_stop(server_t *srv, const char *why);
+/* server_init prepares worker |index| on its own loop with the listening |fds| (taken over).
+ * Returns 0 after logging on failure; server_cleanup is then still required. */
+int server_init(server_t *srv, unsigned index, generation_t *gen, const int *fds, uv_async_t *done,
+                uint64_t *open_total, uint64_t *conn_ids);
 
-/* server_cleanup frees the listener array; call after uv_run has returned. */
+/* server_run starts the worker's thread; its loop runs until drained or stopped. */
+int server_run(server_t *srv);
+
+/* Posted from the control thread. */
+void server_post_generation(server_t *srv, generation_t *gen); /* takes a reference */
+void server_post_drain(server_t *srv);
+void server_post_stop(server_t *srv);
+
+/* server_cleanup releases what the worker holds; call after its thread has been joined (or
+ * when it never started). */
 void server_cleanup(server_t *srv);
+
+/* server_conn_gone is called by conn.c when a connection's memory is released: a draining
+ * worker finishes when the last one goes. */
+void server_conn_gone(server_t *srv);
 
 #endif

@@ -356,6 +356,9 @@ class Pyroguard(object):
                 "handshake_timeout": 10000,
                 "idle_timeout": 300000,
                 "backend_connect_timeout": 5000,
+                # Teardown sends SIGTERM: calls still in flight get this long (stop_process
+                # waits 5 s before SIGKILL, which would fail the test).
+                "drain_timeout": 2000,
             },
             "log": {"level": "info"},
         }
