@@ -1,6 +1,7 @@
 #include "admin.h"
 
 #include <stddef.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,47 @@ static void trim_ows(CBS *s)
         *s = t;
 }
 
+/* host_is_literal says whether a Host value names an IPv4 literal, a bracketed IPv6 literal
+ * or localhost, with or without ":port". */
+static int all_digits(CBS d)
+{
+    uint8_t b;
+    if (CBS_len(&d) == 0)
+        return 0;
+    while (CBS_get_u8(&d, &b)) {
+        if (b < '0' || b > '9')
+            return 0;
+    }
+    return 1;
+}
+
+static int host_is_literal(CBS h)
+{
+    CBS host;
+    uint8_t b;
+    if (CBS_len(&h) > 0 && CBS_data(&h)[0] == '[') {
+        /* "[v6]" or "[v6]:port" (cbs_get_until consumes the ']'). */
+        if (!cbs_get_until(&h, ']', &host))
+            return 0;
+        return CBS_len(&h) == 0 || (CBS_get_u8(&h, &b) && b == ':' && all_digits(h));
+    }
+    if (cbs_get_until(&h, ':', &host)) {
+        if (!all_digits(h))
+            return 0;
+    } else {
+        host = h;
+    }
+    if (cbs_eq_nocase(&host, "localhost"))
+        return 1;
+    if (CBS_len(&host) == 0)
+        return 0;
+    while (CBS_get_u8(&host, &b)) {
+        if ((b < '0' || b > '9') && b != '.')
+            return 0;
+    }
+    return 1;
+}
+
 /* parse_field checks one header field line (RFC 9112 §5): a token name right before the
  * colon, a value of visible characters, spaces and tabs, and no body announced. */
 static admin_req_status_t parse_field(CBS line, admin_request_t *out)
@@ -160,6 +202,13 @@ static admin_req_status_t parse_field(CBS line, admin_request_t *out)
     }
     if (cbs_eq_nocase(&name, "transfer-encoding"))
         return refuse(out, 400, "a request body is not allowed");
+    if (cbs_eq_nocase(&name, "host")) {
+        /* An IP literal ("127.0.0.1:9901", "[::1]:9901") or localhost is what scrapers and
+         * probes send to a loopback endpoint; a DNS name there is how a page in a local
+         * browser reaches it through DNS rebinding (refused in on_client_read). */
+        trim_ows(&value);
+        out->host_is_name = !host_is_literal(value);
+    }
     if (cbs_eq_nocase(&name, "content-length")) {
         /* There is no body to read: only a length of zero ("0", "00"…) is acceptable. */
         int body = 0;
@@ -225,6 +274,8 @@ static const char *status_text(unsigned status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 421:
+        return "Misdirected Request";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -286,6 +337,7 @@ struct admin {
     size_t n_clients;
     int listener_open; /* until its close callback */
     int closing;
+    int loopback; /* bound to a loopback address: refuse DNS names in Host */
 };
 
 struct admin_client {
@@ -507,6 +559,11 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         client_answer_text(c, r.status, r.head, r.why);
         return;
     }
+    if (r.host_is_name && c->admin->loopback) {
+        client_answer_text(c, 421, r.head,
+                           "a loopback admin endpoint answers Host: an IP address or localhost");
+        return;
+    }
     switch (r.path) {
     case ADMIN_PATH_HEALTHZ:
         client_answer_text(c, 200, r.head, "ok");
@@ -613,6 +670,13 @@ admin_t *admin_start_ex(uv_loop_t *loop, const config_addr_t *addr, admin_ready_
     a->render = render;
     a->arg = arg;
     a->timeout_ms = timeout_ms;
+    {
+        const struct sockaddr_storage *ss = &addr->addr;
+        a->loopback = (ss->ss_family == AF_INET &&
+                       (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127) ||
+                      (ss->ss_family == AF_INET6 &&
+                       IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr));
+    }
     int r = uv_tcp_init(loop, &a->listener);
     if (r != 0)
         goto free_admin;

@@ -94,6 +94,7 @@ typedef struct {
     size_t head_len;   /* ADMIN_REQ_SERVE: bytes of request line, headers and blank line */
     unsigned status;   /* ADMIN_REQ_REFUSE: 400, 404, 405 or 431 */
     const char *why;   /* ADMIN_REQ_REFUSE: a static one-line text for the body */
+    int host_is_name;  /* a Host header names something other than an IP literal or localhost */
 } admin_request_t;
 
 /* admin_parse_request reads the first |len| bytes a client sent (only the first

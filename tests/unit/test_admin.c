@@ -268,7 +268,7 @@ static void test_readyz_answers_200_when_ready(void **state)
 {
     fixture_t *f = *state;
     start_admin(f, 5000);
-    http(f, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", &g_resp);
+    http(f, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", &g_resp);
     assert_answer(&g_resp, 200, "ready\n");
 }
 
@@ -278,7 +278,7 @@ static void test_readyz_answers_503_with_the_reason_when_not_ready(void **state)
     f->ready = 0;
     f->why = "draining";
     start_admin(f, 5000);
-    http(f, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", &g_resp);
+    http(f, "GET /readyz HTTP/1.1\r\nHost: [::1]:9901\r\n\r\n", &g_resp);
     assert_answer(&g_resp, 503, "not ready: draining\n");
     assert_int_equal(memcmp(g_resp.raw, "HTTP/1.1 503 Service Unavailable\r\n", 34), 0);
 }
@@ -649,6 +649,41 @@ static void test_parser_cases(void **state)
     }
 }
 
+/* A page in a local browser can reach a loopback port through DNS rebinding: its requests
+ * then carry the attacker's name in Host. The loopback endpoint answers only IP literals and
+ * localhost. */
+static void test_loopback_endpoint_refuses_a_dns_name_in_host(void **state)
+{
+    fixture_t *f = *state;
+    start_admin(f, 5000);
+    http(f, "GET /metrics HTTP/1.1\r\nHost: attacker.example:9901\r\n\r\n", &g_resp);
+    assert_int_equal(g_resp.status, 421);
+    http(f, "GET /metrics HTTP/1.1\r\nHost: LOCALHOST:9901\r\n\r\n", &g_resp);
+    assert_int_equal(g_resp.status, 200);
+}
+
+static void test_parser_classifies_host_values(void **state)
+{
+    static const struct {
+        const char *host;
+        int is_name;
+    } cases[] = {
+        {"127.0.0.1", 0},      {"127.0.0.1:9901", 0}, {"[::1]", 0},        {"[::1]:9901", 0},
+        {"localhost", 0},      {"LocalHost:1", 0},    {"evil.example", 1}, {"evil.example:80", 1},
+        {"127.0.0.1:x", 1},    {"[::1]x", 1},         {"[::1", 1},         {"", 1},
+        {"1.2.3.4.nip.io", 1}, {"localhost.evil", 1},
+    };
+    char req[256];
+    admin_request_t r;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int n =
+            snprintf(req, sizeof(req), "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", cases[i].host);
+        assert_int_equal(admin_parse_request((const uint8_t *)req, (size_t)n, &r), ADMIN_REQ_SERVE);
+        if (r.host_is_name != cases[i].is_name)
+            fail_msg("Host '%s': host_is_name %d", cases[i].host, r.host_is_name);
+    }
+}
+
 static void test_parser_stops_at_the_blank_line_and_at_the_limit(void **state)
 {
     static uint8_t buf[ADMIN_MAX_REQUEST + 10];
@@ -696,7 +731,9 @@ int main(void)
         T(test_clients_over_the_limit_are_closed_at_once),
         T(test_closing_the_admin_closes_its_clients),
         T(test_start_logs_listening_and_a_taken_port_logs_admin_failed),
+        T(test_loopback_endpoint_refuses_a_dns_name_in_host),
         cmocka_unit_test(test_parser_cases),
+        cmocka_unit_test(test_parser_classifies_host_values),
         cmocka_unit_test(test_parser_stops_at_the_blank_line_and_at_the_limit),
     };
     log_set_level(LOG_WARN);
