@@ -191,6 +191,27 @@ explain_request "8. pyroguard explain: may the billing client call inventory.get
 explain_request "9. pyroguard explain: may the billing client call inventory.add_stock?" 3 \
     --cert "$TLS/client.crt" --object inventory --method add_stock
 
+say "10. The admin endpoint: readiness and a few metrics (curl http://127.0.0.1:9901/metrics)"
+"$PY" - <<'PYEOF' | sed 's/^/   /' || FAILED=1
+import urllib.request, urllib.error
+def get(path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:9901" + path, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+code, body = get("/readyz")
+print("GET /readyz -> %s %s" % (code, body.strip()))
+status, text = get("/metrics")
+assert status == 200, status
+for line in text.splitlines():
+    if line.startswith(("pyroguard_requests_total", "pyroguard_requests_by_rule_total",
+                        "pyroguard_tls_handshake_failures_total{reason=\"no_client_certificate\"}",
+                        "pyroguard_connections_open", "pyroguard_config_generation")):
+        if not line.endswith(" 0"):
+            print(line)
+PYEOF
+
 say "pyroguard log lines (JSON, stderr of pyroguard run)"
 grep -E '"event" ?: ?"(listening|conn_open|allowed|refused|tls_fail)"' "$PG_LOG" | sed 's/^/   /' || true
 
