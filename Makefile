@@ -4,7 +4,7 @@ CMAKE_FLAGS ?=
 PY := /usr/bin/python3
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps demo test test-unit test-integration test-asan fuzz-smoke bench clean format
+.PHONY: all build deps demo test test-unit test-integration test-asan test-tsan fuzz-smoke bench clean format
 
 all: build
 
@@ -41,6 +41,16 @@ test-asan: deps
 	@# they would only repeat what the sanitized unit tests and the fuzzers already cover.
 	@PYROGUARD_BIN=$(CURDIR)/build-asan/pyroguard VALUE_DUMP_BIN=$(CURDIR)/build-asan/value_dump \
 		PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration -k "not decoder_matches_python"
+
+# The tests that exercise the worker threads and the control thread (reload, drain, admin,
+# metrics, limits) with ThreadSanitizer in the proxy; a data race report fails the test.
+test-tsan: deps
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DENABLE_TSAN=ON >/dev/null
+	@cmake --build build-tsan -j2 --target pyroguard value_dump
+	@PYROGUARD_BIN=$(CURDIR)/build-tsan/pyroguard VALUE_DUMP_BIN=$(CURDIR)/build-tsan/value_dump \
+		PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration/test_reload_and_drain.py \
+		tests/integration/test_allowed_calls.py tests/integration/test_limits.py \
+		$$(ls tests/integration/test_admin_and_metrics.py tests/integration/test_limits_ops.py 2>/dev/null)
 
 # Every fuzz target over its committed corpus, then FUZZ_SECONDS of new inputs each, with
 # ASan and UBSan (clang and libclang-rt-14-dev). make test runs it for 5 s per target.

@@ -195,8 +195,11 @@ static void log_decision(conn_t *c, int allowed, const char *reason, const char 
                          const frame_t *f, const char *action, const inspect_t *in,
                          const char *entry)
 {
-    /* Every judged message is counted, logged or not. */
-    if (f != NULL && (f->type == MSG_CONNECT || f->type == MSG_INVOKE))
+    /* Every judged message is counted once, logged or not. An allowed CONNECT whose backend
+     * then cannot be reached was already counted as allowed: its dial failure is counted in
+     * pyroguard_backend_dial_failures_total instead. */
+    if (f != NULL && (f->type == MSG_CONNECT || f->type == MSG_INVOKE) &&
+        strcmp(reason, "backend_unavailable") != 0)
         metrics_request(c->srv->metrics, allowed, reason, conn_rule_name(c));
     if (allowed && c->srv->cfg->log.calls != LOG_CALLS_ALL)
         return;

@@ -513,7 +513,7 @@ int runtime_run(const char *config_path)
     signal(SIGPIPE, SIG_IGN);
     version_string(rt.version, sizeof(rt.version));
     rt.proc.version = PYROGUARD_VERSION;
-    rt.proc.boringssl_version = OPENSSL_VERSION_TEXT;
+    rt.proc.boringssl_version = "BoringSSL"; /* it has no version of its own to report */
     rt.proc.libuv_version = uv_version_string();
     rt.n_workers = cfg->workers ? (unsigned)cfg->workers : sys_cpu_count();
     rt.workers = calloc(rt.n_workers, sizeof(*rt.workers));

@@ -43,6 +43,7 @@ CLIENT_TIMEOUT = 60 * SCALE
 LOG_TIMEOUT = 10 * SCALE
 SANITIZER_REPORT = re.compile(
     r"ERROR: (AddressSanitizer|LeakSanitizer|MemorySanitizer|ThreadSanitizer)|"
+    r"WARNING: ThreadSanitizer|"
     r"SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer)|"
     r"\.c:\d+:\d+: runtime error: ")
 
