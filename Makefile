@@ -50,7 +50,8 @@ test-tsan: deps
 	@PYROGUARD_BIN=$(CURDIR)/build-tsan/pyroguard VALUE_DUMP_BIN=$(CURDIR)/build-tsan/value_dump \
 		PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration/test_reload_and_drain.py \
 		tests/integration/test_allowed_calls.py tests/integration/test_limits.py \
-		$$(ls tests/integration/test_admin_and_metrics.py tests/integration/test_limits_ops.py 2>/dev/null)
+		tests/integration/test_admin_and_metrics.py tests/integration/test_limits_ops.py \
+		tests/integration/test_process.py
 
 # Every fuzz target over its committed corpus, then FUZZ_SECONDS of new inputs each, with
 # ASan and UBSan (clang and libclang-rt-14-dev). make test runs it for 5 s per target.

@@ -195,11 +195,9 @@ static void log_decision(conn_t *c, int allowed, const char *reason, const char 
                          const frame_t *f, const char *action, const inspect_t *in,
                          const char *entry)
 {
-    /* Every judged message is counted once, logged or not. An allowed CONNECT whose backend
-     * then cannot be reached was already counted as allowed: its dial failure is counted in
-     * pyroguard_backend_dial_failures_total instead. */
-    if (f != NULL && (f->type == MSG_CONNECT || f->type == MSG_INVOKE) &&
-        strcmp(reason, "backend_unavailable") != 0)
+    /* Every judged message is counted once, logged or not (an allowed CONNECT is judged for
+     * the record when it is forwarded: a backend that cannot be reached makes it refused). */
+    if (f != NULL && (f->type == MSG_CONNECT || f->type == MSG_INVOKE))
         metrics_request(c->srv->metrics, allowed, reason, conn_rule_name(c));
     if (allowed && c->srv->cfg->log.calls != LOG_CALLS_ALL)
         return;
@@ -441,10 +439,12 @@ static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
         free(w);
         return 0;
     }
-    if (to_backend)
+    if (to_backend) {
         c->backend_queued += n;
-    else
+        metrics_bytes(c->srv->metrics, n, 0); /* forwarded: allowed messages only */
+    } else {
         c->client_queued += n;
+    }
     return 1;
 }
 
@@ -473,7 +473,6 @@ static int conn_send_plain(conn_t *c, const uint8_t *p, size_t n)
             return 0;
         }
         c->bytes_out += (uint64_t)r;
-        metrics_bytes(c->srv->metrics, 0, (uint64_t)r);
         p += r;
         n -= (size_t)r;
     }
@@ -655,14 +654,14 @@ static void refuse_invoke(conn_t *c, const frame_t *f, const char *reason, const
 /* policy_judge applies the client's rule to a call inspection has allowed. Returns 1 when
  * allowed (and logs it under log.calls: all); 0 with |d| and |entry| filled otherwise. */
 static int policy_judge(conn_t *c, const frame_t *f, const inspect_t *in, policy_decision_t *d,
-                        char *entry, size_t entry_len)
+                        char *entry, size_t entry_len, int log_allowed)
 {
     const config_t *cfg = c->srv->cfg;
     int rule = conn_rule(c);
     int ok = policy_decide(cfg, rule, &in->call,
                            f->type == MSG_CONNECT && (f->flags & FLAG4_META_ON_CONNECT), d);
     policy_entry_text(cfg, rule, d, entry, entry_len);
-    if (ok)
+    if (ok && log_allowed)
         log_decision(c, 1, "allowed", NULL, f, "forwarded", in, entry);
     return ok;
 }
@@ -690,9 +689,24 @@ static void on_backend_connect(uv_connect_t *req, int status)
     }
     c->backend_connected = 1;
     uv_tcp_nodelay(&c->backend, 1);
-    /* The CONNECT was judged and held in c2s while dialling; forward it whole now. */
-    if (frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &f, &err) != FRAME_OK ||
-        !conn_write(c, 1, buf_peek(&c->c2s), f.total_len)) {
+    /* The CONNECT was judged and held in c2s while dialling. Judge it again as it is forwarded
+     * (a reload may have changed the policy meanwhile) and log that one decision. */
+    if (frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &f, &err) != FRAME_OK) {
+        conn_close(c, "internal_error");
+        return;
+    }
+    inspect_t *in = &c->srv->inspect;
+    policy_decision_t d;
+    char entry[64];
+    if (inspect_request(c->srv->cfg, &f, in) != INSPECT_ALLOW) {
+        refuse_connect_call(c, in->reason, in->detail, &f, in, NULL);
+        return;
+    }
+    if (!policy_judge(c, &f, in, &d, entry, sizeof(entry), 1)) {
+        refuse_connect_call(c, d.reason, d.detail, &f, in, entry);
+        return;
+    }
+    if (!conn_write(c, 1, buf_peek(&c->c2s), f.total_len)) {
         conn_close(c, "internal_error");
         return;
     }
@@ -837,6 +851,7 @@ static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     }
     c->last_activity_ms = uv_now(c->srv->loop);
+    metrics_bytes(c->srv->metrics, 0, (uint64_t)nread); /* every reply byte is passed on */
     conn_s2c(c, (const uint8_t *)b->base, (size_t)nread);
     if (c->state == CONN_CLOSING)
         return;
@@ -877,7 +892,9 @@ static void handle_connect(conn_t *c, const frame_t *f)
         refuse_connect_call(c, in->reason, in->detail, f, in, NULL);
         return;
     }
-    if (!policy_judge(c, f, in, &d, entry, sizeof(entry))) {
+    /* Allowed: held while the backend is dialled, and judged (and logged) once more when it is
+     * forwarded (on_backend_connect) — under the policy in force then. */
+    if (!policy_judge(c, f, in, &d, entry, sizeof(entry), 0)) {
         refuse_connect_call(c, d.reason, d.detail, f, in, entry);
         return;
     }
@@ -904,7 +921,7 @@ static void handle_request(conn_t *c, const frame_t *f)
         return;
     }
     /* A PING names nothing; every INVOKE name goes through the client's rule. */
-    if (f->type == MSG_INVOKE && !policy_judge(c, f, in, &d, entry, sizeof(entry))) {
+    if (f->type == MSG_INVOKE && !policy_judge(c, f, in, &d, entry, sizeof(entry), 1)) {
         refuse_invoke(c, f, d.reason, d.detail, in, entry);
         buf_consume(&c->c2s, f->total_len);
         return;
@@ -992,7 +1009,6 @@ static void conn_tls_read(conn_t *c)
         if (r > 0) {
             buf_append(&c->c2s, tmp, (size_t)r);
             c->bytes_in += (uint64_t)r;
-            metrics_bytes(c->srv->metrics, (uint64_t)r, 0);
             continue;
         }
         int e = SSL_get_error(c->ssl, r);
@@ -1156,6 +1172,31 @@ static void peer_name(uv_tcp_t *t, char *out, size_t out_len)
     }
 }
 
+/* warn_if_descriptors_low logs, at most every 10 s per worker, when the descriptor just
+ * accepted is past 90% of RLIMIT_NOFILE: descriptors are handed out lowest first, so its number
+ * tells how many are in use. Past the limit libuv sheds new connections without telling, and a
+ * worker that cannot shed pauses accepting ("accept_paused"): this line comes first. */
+static void warn_if_descriptors_low(conn_t *c)
+{
+    server_t *srv = c->srv;
+    uv_os_fd_t fd;
+    uint64_t now = uv_now(srv->loop);
+    if (srv->fd_warn_at == 0 || uv_fileno((uv_handle_t *)&c->client, &fd) != 0 ||
+        (uint64_t)fd < srv->fd_warn_at ||
+        (srv->fd_warned_ms != 0 && now - srv->fd_warned_ms < 10000))
+        return;
+    srv->fd_warned_ms = now;
+    log_line_t l;
+    log_begin(&l, LOG_WARN, "descriptors_low");
+    log_uint(&l, "worker", srv->index);
+    log_uint(&l, "descriptor", (uint64_t)fd);
+    log_uint(&l, "open_connections", __atomic_load_n(srv->open_total, __ATOMIC_RELAXED));
+    log_str(&l, "detail",
+            "past 90% of RLIMIT_NOFILE: raise it (LimitNOFILE=) or lower "
+            "limits.max_connections");
+    log_end(&l);
+}
+
 void conn_accept(listener_t *l)
 {
     server_t *srv = l->srv;
@@ -1207,6 +1248,7 @@ void conn_accept(listener_t *l)
     }
     peer_name(&c->client, c->peer, sizeof(c->peer));
     uv_tcp_nodelay(&c->client, 1);
+    warn_if_descriptors_low(c);
 
     c->ssl = SSL_new(c->gen->ssl_ctx);
     c->net_in = BIO_new(BIO_s_mem());

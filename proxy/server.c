@@ -1,15 +1,18 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
 #include "log.h"
 
-#define LISTEN_BACKLOG 1024
+#define LISTEN_BACKLOG  1024
+#define ACCEPT_RETRY_MS 250 /* a listener paused for lack of descriptors tries again after this */
 
 /* ---- listening sockets (control thread) ----------------------------------------------- */
 
@@ -58,18 +61,83 @@ int server_open_listeners(const config_t *cfg, int *fds)
 
 /* ---- the worker's loop ---------------------------------------------------------------- */
 
+static void on_connection(uv_stream_t *s, int status);
+
+static void log_listener(const listener_t *l, log_level_t level, const char *event,
+                         const char *detail)
+{
+    log_line_t line;
+    log_begin(&line, level, event);
+    log_str(&line, "listener", l->srv->cfg->listeners[l->index].name);
+    log_uint(&line, "worker", l->srv->index);
+    if (detail != NULL)
+        log_str(&line, "detail", detail);
+    log_uint(&line, "open_connections", __atomic_load_n(l->srv->open_total, __ATOMIC_RELAXED));
+    log_end(&line);
+}
+
+/* listen_on opens |l|'s handle on a fresh descriptor of the listening socket. */
+static int listen_on(listener_t *l, int fd)
+{
+    int r = uv_tcp_init(l->srv->loop, &l->tcp);
+    if (r != 0) {
+        close(fd);
+        return r;
+    }
+    l->tcp.data = l;
+    l->open = 1;
+    r = uv_tcp_open(&l->tcp, fd);
+    if (r != 0) {
+        close(fd); /* not the handle's: it failed to take it */
+        return r;
+    }
+    return uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+}
+
+static void on_listener_closed(uv_handle_t *h);
+
+static void on_retry(uv_timer_t *t)
+{
+    listener_t *l = t->data;
+    if (l->srv->draining || l->srv->stopping || l->open)
+        return;
+    int fd = fcntl(l->keep_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0 || listen_on(l, fd) != 0) {
+        if (l->open)
+            uv_close((uv_handle_t *)&l->tcp, on_listener_closed); /* retried when closed */
+        else
+            uv_timer_start(&l->retry, on_retry, ACCEPT_RETRY_MS, 0);
+        return;
+    }
+    l->paused = 0;
+    log_listener(l, LOG_WARN, "accept_resumed", NULL);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    listener_t *l = h->data;
+    l->open = 0;
+    if (l->paused && !l->srv->draining && !l->srv->stopping)
+        uv_timer_start(&l->retry, on_retry, ACCEPT_RETRY_MS, 0);
+}
+
 static void on_connection(uv_stream_t *s, int status)
 {
     listener_t *l = (listener_t *)s; /* tcp is the first member */
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        /* Out of descriptors, and libuv's own reserve descriptor is gone too (another worker
+         * took the one it freed): stop accepting instead of being called again at once.
+         * Pending clients wait in the kernel's backlog; accepting resumes when a descriptor
+         * is free. One line per pause, not per attempt. */
+        if (!l->paused && l->open && !uv_is_closing((uv_handle_t *)&l->tcp)) {
+            l->paused = 1;
+            log_listener(l, LOG_ERROR, "accept_paused", uv_strerror(status));
+            uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        }
+        return;
+    }
     if (status < 0) {
-        /* Out of descriptors: libuv's reserve-descriptor trick has already accepted and closed
-         * the pending connection, so the loop does not spin; service resumes by itself when
-         * descriptors free up. */
-        log_line_t line;
-        log_begin(&line, LOG_ERROR, "accept_failed");
-        log_str(&line, "listener", l->srv->cfg->listeners[l->index].name);
-        log_str(&line, "detail", uv_strerror(status));
-        log_end(&line);
+        log_listener(l, LOG_ERROR, "accept_failed", uv_strerror(status));
         return;
     }
     if (l->srv->draining || l->srv->stopping)
@@ -77,11 +145,7 @@ static void on_connection(uv_stream_t *s, int status)
     conn_accept(l);
 }
 
-static void on_listener_closed(uv_handle_t *h)
-{
-    listener_t *l = h->data;
-    l->open = 0;
-}
+static void on_timer_closed(uv_handle_t *h) {}
 
 static void close_listeners(server_t *srv)
 {
@@ -89,6 +153,12 @@ static void close_listeners(server_t *srv)
         listener_t *l = &srv->listeners[i];
         if (l->open && !uv_is_closing((uv_handle_t *)&l->tcp))
             uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        if (!uv_is_closing((uv_handle_t *)&l->retry))
+            uv_close((uv_handle_t *)&l->retry, on_timer_closed);
+        if (l->keep_fd >= 0) {
+            close(l->keep_fd);
+            l->keep_fd = -1;
+        }
     }
 }
 
@@ -158,6 +228,9 @@ int server_init(server_t *srv, unsigned index, generation_t *gen, const int *fds
     srv->gen = generation_ref(gen);
     srv->cfg = &gen->cfg;
     srv->done = done;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        srv->fd_warn_at = (uint64_t)rl.rlim_cur - (uint64_t)rl.rlim_cur / 10;
     srv->open_total = open_total;
     srv->conn_ids = conn_ids;
     srv->loop = &srv->loop_storage;
@@ -174,23 +247,29 @@ int server_init(server_t *srv, unsigned index, generation_t *gen, const int *fds
         goto close_fds;
     srv->wake.data = srv;
     srv->n_listeners = cfg->n_listeners;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        listener_t *l = &srv->listeners[i];
+        l->srv = srv;
+        l->index = i;
+        l->keep_fd = -1;
+        uv_timer_init(srv->loop, &l->retry);
+        l->retry.data = l;
+    }
     for (; opened < cfg->n_listeners; opened++) {
         listener_t *l = &srv->listeners[opened];
-        l->srv = srv;
-        l->index = opened;
-        uv_tcp_init(srv->loop, &l->tcp);
-        l->tcp.data = l;
-        l->open = 1;
-        int r = uv_tcp_open(&l->tcp, fds[opened]);
-        if (r == 0)
-            r = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+        l->keep_fd = fcntl(fds[opened], F_DUPFD_CLOEXEC, 0);
+        if (l->keep_fd < 0) {
+            log_msg(LOG_ERROR, "listen_failed", "cannot duplicate a listening descriptor");
+            goto close_fds;
+        }
+        int r = listen_on(l, fds[opened]);
         if (r != 0) {
             log_line_t line;
             log_begin(&line, LOG_ERROR, "listen_failed");
             log_str(&line, "listener", cfg->listeners[opened].name);
             log_str(&line, "detail", uv_strerror(r));
             log_end(&line);
-            opened++; /* this fd belongs to its handle now */
+            opened++; /* listen_on has closed this fd, or its handle will */
             goto close_fds;
         }
     }
@@ -262,6 +341,10 @@ void server_cleanup(server_t *srv)
         uv_loop_close(srv->loop);
         uv_mutex_destroy(&srv->mailbox_lock);
         srv->loop = NULL;
+    }
+    for (size_t i = 0; i < srv->n_listeners; i++) {
+        if (srv->listeners[i].keep_fd >= 0)
+            close(srv->listeners[i].keep_fd);
     }
     inspect_cleanup(&srv->inspect);
     generation_unref(srv->next_gen);

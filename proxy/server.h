@@ -31,7 +31,10 @@ typedef struct {
     uv_tcp_t tcp;
     server_t *srv;
     size_t index; /* in cfg->listeners of every generation (reloads cannot change them) */
-    int open;
+    int open;     /* |tcp| is an open handle (listening, or closing) */
+    int keep_fd;  /* pyroguard's own descriptor of the listening socket: survives a pause */
+    int paused;   /* out of descriptors: not accepting until |retry| fires */
+    uv_timer_t retry;
 } listener_t;
 
 struct server {
@@ -52,11 +55,14 @@ struct server {
     int finished;     /* set (atomically) by the worker thread just before |done| */
     conn_t *conns;    /* every live connection of this worker */
     uint64_t n_conns;
-    uint64_t *open_total; /* shared by every worker (atomic): limits.max_connections is global */
-    uint64_t *conn_ids;   /* shared (atomic): connection ids are unique in the process */
-    int draining;         /* no more accepting; connections close once idle */
-    int stopping;         /* closing everything now */
-    inspect_t inspect;    /* reused for every request judged on this loop */
+    uint64_t *open_total;  /* shared by every worker (atomic): limits.max_connections is global */
+    uint64_t *conn_ids;    /* shared (atomic): connection ids are unique in the process */
+    uint64_t fd_warn_at;   /* descriptor number that triggers "descriptors_low" (90% of the soft
+                              RLIMIT_NOFILE); 0: unlimited */
+    uint64_t fd_warned_ms; /* when it was last logged (at most every 10 s per worker) */
+    int draining;          /* no more accepting; connections close once idle */
+    int stopping;          /* closing everything now */
+    inspect_t inspect;     /* reused for every request judged on this loop */
     metrics_shard_t *metrics;
 };
 
