@@ -572,6 +572,38 @@ def recv_frames(sock, count, timeout=10):
         buf += chunk
 
 
+class Session(object):
+    """A persistent raw Pyro4 session (serpent) over mutual TLS: CONNECT to `thing` once (the
+    captured vector), then calls on it, each answer returned as (ok, value or exception)."""
+
+    def __init__(self, stack, cert="client", timeout=10):
+        self.sock = stack.tls_socket(cert=cert, timeout=timeout)
+        self.sock.sendall(read_vector("serpent/echo/00_c2s_CONNECT.bin"))
+        [ok] = recv_frames(self.sock, 1, timeout=timeout)
+        assert ok["type"] == MSG_CONNECTOK, ok
+        self.seq = 0
+        self.timeout = timeout
+
+    def send(self, method, *args):
+        self.seq = (self.seq + 1) & 0xffff
+        payload = ("# serpent utf-8 python3.2\n('thing',%r,%r,{})" % (method, tuple(args))).encode()
+        self.sock.sendall(pyro4_frame(MSG_INVOKE, payload=payload, serializer_id=1, seq=self.seq))
+
+    def receive(self):
+        import Pyro4.util  # the client side's own decoder, to read answers as a client would
+        [r] = recv_frames(self.sock, 1, timeout=self.timeout)
+        assert r["seq"] == self.seq, r
+        value = Pyro4.util.get_serializer_by_id(1).deserializeData(r["payload"])
+        return not (r["flags"] & 0x01), value
+
+    def call(self, method, *args):
+        self.send(method, *args)
+        return self.receive()
+
+    def close(self):
+        self.sock.close()
+
+
 # --- fixtures ----------------------------------------------------------------------------------
 
 

@@ -10,16 +10,14 @@ import subprocess
 import time
 from datetime import datetime, timezone
 
-import Pyro4.util
 import pytest
 
-from conftest import (LOG_TIMEOUT, MSG_CONNECTOK, MSG_INVOKE, PYROGUARD_BIN, SCALE, deep_merge,
-                      free_port, pyro4_frame, read_vector, recv_frames, wait_until)
+from conftest import (LOG_TIMEOUT, MSG_CONNECTOK, PYROGUARD_BIN, SCALE, Session, deep_merge,
+                      free_port, read_vector, recv_frames, wait_until)
 
 parser = pytest.importorskip(
     "prometheus_client.parser", reason="apt-get install python3-prometheus-client")
 
-SERPENT = Pyro4.util.get_serializer_by_id(1)
 
 # The default policy of conftest, but only for O=Example: the `stranger` certificate (O=Other)
 # then matches no rule.
@@ -135,36 +133,6 @@ def wait_metric(stack, pred, what, timeout=LOG_TIMEOUT):
 
     wait_until(ok, timeout, interval=0.1, what=what)
     return got[0]
-
-
-class Session(object):
-    """A persistent raw Pyro4 session (serpent) over mutual TLS: CONNECT once, then calls.
-    (As in test_reload_and_drain.py.)"""
-
-    def __init__(self, stack, cert="client", timeout=10):
-        self.sock = stack.tls_socket(cert=cert, timeout=timeout)
-        self.sock.sendall(read_vector("serpent/echo/00_c2s_CONNECT.bin"))
-        [ok] = recv_frames(self.sock, 1, timeout=timeout)
-        assert ok["type"] == MSG_CONNECTOK, ok
-        self.seq = 0
-        self.timeout = timeout
-
-    def send(self, method, *args):
-        self.seq = (self.seq + 1) & 0xffff
-        payload = ("# serpent utf-8 python3.2\n('thing',%r,%r,{})" % (method, tuple(args))).encode()
-        self.sock.sendall(pyro4_frame(MSG_INVOKE, payload=payload, serializer_id=1, seq=self.seq))
-
-    def receive(self):
-        [r] = recv_frames(self.sock, 1, timeout=self.timeout)
-        assert r["seq"] == self.seq, r
-        return not (r["flags"] & 0x01), SERPENT.deserializeData(r["payload"])
-
-    def call(self, method, *args):
-        self.send(method, *args)
-        return self.receive()
-
-    def close(self):
-        self.sock.close()
 
 
 def reload(stack, expect):

@@ -17,47 +17,15 @@ import subprocess
 import threading
 import time
 
-import Pyro4.util
 import pytest
 
-from conftest import (LOG_TIMEOUT, MSG_CONNECTOK, MSG_INVOKE, pyro4_frame, read_until_closed,
-                      read_vector, recv_frames, wait_until)
+from conftest import LOG_TIMEOUT, Session, read_until_closed, wait_until
 
-SERPENT = Pyro4.util.get_serializer_by_id(1)
 
 ECHO_ONLY = [{"name": "everyone", "match": {"cn": "**"},
               "allow": [{"object": "thing", "methods": ["echo", "sleep"]}]}]
 COUNT_ONLY = [{"name": "everyone", "match": {"cn": "**"},
                "allow": [{"object": "thing", "methods": ["count", "sleep"]}]}]
-
-
-class Session(object):
-    """A persistent raw Pyro4 session (serpent) over mutual TLS: CONNECT once, then calls."""
-
-    def __init__(self, stack, cert="client", timeout=10):
-        self.sock = stack.tls_socket(cert=cert, timeout=timeout)
-        self.sock.sendall(read_vector("serpent/echo/00_c2s_CONNECT.bin"))
-        [ok] = recv_frames(self.sock, 1, timeout=timeout)
-        assert ok["type"] == MSG_CONNECTOK, ok
-        self.seq = 0
-        self.timeout = timeout
-
-    def send(self, method, *args):
-        self.seq = (self.seq + 1) & 0xffff
-        payload = ("# serpent utf-8 python3.2\n('thing',%r,%r,{})" % (method, tuple(args))).encode()
-        self.sock.sendall(pyro4_frame(MSG_INVOKE, payload=payload, serializer_id=1, seq=self.seq))
-
-    def receive(self):
-        [r] = recv_frames(self.sock, 1, timeout=self.timeout)
-        assert r["seq"] == self.seq, r
-        return not (r["flags"] & 0x01), SERPENT.deserializeData(r["payload"])
-
-    def call(self, method, *args):
-        self.send(method, *args)
-        return self.receive()
-
-    def close(self):
-        self.sock.close()
 
 
 def reload(stack, trigger="SIGHUP", expect="reloaded"):
