@@ -159,6 +159,17 @@ static void join_path(char *out, size_t out_len, const char *path, const char *k
         snprintf(out, out_len, "%s.%s", path, key);
 }
 
+/* "path[i]" for an error message. Paths are made of known keys and indexes, far shorter than
+ * any buffer here; should one not fit, it ends in "..." rather than being cut silently. */
+static void index_path(char *out, size_t out_len, const char *path, size_t i)
+{
+    int n = snprintf(out, out_len, "%s[%zu]", path, i);
+    if (n >= 0 && (size_t)n < out_len)
+        return;
+    if (out_len >= 4)
+        memcpy(out + out_len - 4, "...", 4);
+}
+
 /* ---- generic parsers ------------------------------------------------------------------ */
 
 static int parse_map(cfg_ctx_t *ctx, yaml_node_t *node, void *base, const char *path,
@@ -341,7 +352,7 @@ static int parse_serializers(cfg_ctx_t *ctx, yaml_node_t *node, void *field, con
     for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
          it++, i++) {
         yaml_node_t *item = yaml_document_get_node(ctx->doc, *it);
-        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        index_path(item_path, sizeof(item_path), path, i);
         const char *s = scalar(ctx, item, item_path, "a serializer name");
         if (s == NULL) {
             ok = 0;
@@ -392,7 +403,7 @@ static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
     for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
          it++, i++) {
         yaml_node_t *item = yaml_document_get_node(ctx->doc, *it);
-        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        index_path(item_path, sizeof(item_path), path, i);
         const char *s = scalar(ctx, item, item_path, "4");
         if (s == NULL) {
             ok = 0;
@@ -545,7 +556,7 @@ static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
     for (size_t i = 0; i < n; i++) {
         config_listener_t *l = &cfg->listeners[i];
         yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
-        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        index_path(item_path, sizeof(item_path), path, i);
         l->mark = node_mark(item);
         if (!parse_map(ctx, item, l, item_path, kListenerKeys)) {
             ok = 0;
@@ -611,7 +622,7 @@ static int for_each_scalar(cfg_ctx_t *ctx, yaml_node_t *node, const char *path, 
     }
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
-        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        index_path(item_path, sizeof(item_path), path, i);
         const char *s = scalar(ctx, item, item_path, what);
         if (s == NULL || !fn(ctx, item, s, item_path, state))
             ok = 0;
@@ -880,7 +891,7 @@ static int parse_access(cfg_ctx_t *ctx, yaml_node_t *node, config_access_t **out
     for (size_t i = 0; i < n; i++) {
         config_access_t *a = &(*out)[i];
         yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
-        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        index_path(item_path, sizeof(item_path), path, i);
         a->mark = node_mark(item);
         if (!parse_map(ctx, item, a, item_path, kAccessKeys)) {
             ok = 0;
@@ -968,7 +979,7 @@ static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const c
     for (size_t i = 0; i < n; i++) {
         config_client_t *c = &cfg->clients[i];
         yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
-        snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i);
+        index_path(item_path, sizeof(item_path), path, i);
         c->mark = node_mark(item);
         if (!parse_map(ctx, item, c, item_path, kClientKeys)) {
             ok = 0;
