@@ -10,12 +10,15 @@ A drain stops accepting, lets calls in flight finish within limits.drain_timeout
 rest and exits 0.
 """
 
+import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -294,3 +297,51 @@ def test_a_second_signal_stops_without_waiting(make_stack):
     _, how = read_until_closed(session.sock, timeout=4)
     assert how in ("eof", "reset"), how
     assert stack.pg.proc.wait(timeout=10) == 0
+
+
+def kubelet_publish(volume, files, version):
+    """Lay files out as kubelet does in a Secret, ConfigMap or projected volume: the data in a
+    timestamped directory, `..data` a symlink to it, each file a symlink through `..data`. A new
+    version is published the way kubelet's AtomicWriter does it: a new directory, a new symlink
+    renamed over `..data` in one step, then the old directory removed."""
+    volume.mkdir(exist_ok=True)
+    data = volume / ("..2026_11_27_v%d" % version)
+    data.mkdir()
+    for name, src in files.items():
+        (data / name).write_bytes(Path(src).read_bytes())
+    old = os.readlink(volume / "..data") if (volume / "..data").is_symlink() else None
+    os.symlink(data.name, volume / "..data_tmp")
+    os.rename(volume / "..data_tmp", volume / "..data")
+    for name in files:
+        if not (volume / name).is_symlink():
+            os.symlink(os.path.join("..data", name), volume / name)
+    if old:
+        shutil.rmtree(volume / old)
+
+
+def test_a_certificate_rotated_in_a_kubernetes_secret_volume_is_served_without_a_restart(
+        make_stack, certs, tmp_path):
+    """What cert-manager renewing the Secret behind deploy/kubernetes looks like to pyroguard:
+    kubelet swaps the volume's ..data symlink; reload.watch notices and the next handshake gets
+    the new certificate, while a connection opened before keeps working."""
+    volume = tmp_path / "secret"
+    kubelet_publish(volume, {"tls.crt": certs / "server.crt", "tls.key": certs / "server.key",
+                             "ca.crt": certs / "ca.crt"}, 1)
+    stack = make_stack({"tls": {"cert": str(volume / "tls.crt"), "key": str(volume / "tls.key"),
+                                "client_ca": str(volume / "ca.crt")},
+                        "reload": {"watch": True, "poll_interval": 200}})
+    before = peer_cert_serial(stack)
+    session = Session(stack)
+    assert session.call("echo", "before") == (True, "before")
+
+    crt, key = mint_server_cert(certs, tmp_path / "renewed", "server2")
+    kubelet_publish(volume, {"tls.crt": crt, "tls.key": key, "ca.crt": certs / "ca.crt"}, 2)
+    line = reload(stack, trigger="watch")
+    assert line["trigger"] == "watch", line
+
+    want = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-serial"],
+                          capture_output=True, check=True).stdout.decode()
+    after = peer_cert_serial(stack)
+    assert after == want.strip().split("=", 1)[1].lstrip("0") and after != before
+    assert session.call("echo", "after") == (True, "after")
+    assert Session(stack).call("echo", "new") == (True, "new")
