@@ -10,12 +10,11 @@ A drain stops accepting, lets calls in flight finish within limits.drain_timeout
 rest and exits 0.
 """
 
-import os
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,9 @@ from pathlib import Path
 import pytest
 
 from conftest import LOG_TIMEOUT, Session, read_until_closed, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import kubelet_volume  # noqa: E402  (a Secret volume as kubelet writes it)
 
 
 ECHO_ONLY = [{"name": "everyone", "match": {"cn": "**"},
@@ -299,34 +301,15 @@ def test_a_second_signal_stops_without_waiting(make_stack):
     assert stack.pg.proc.wait(timeout=10) == 0
 
 
-def kubelet_publish(volume, files, version):
-    """Lay files out as kubelet does in a Secret, ConfigMap or projected volume: the data in a
-    timestamped directory, `..data` a symlink to it, each file a symlink through `..data`. A new
-    version is published the way kubelet's AtomicWriter does it: a new directory, a new symlink
-    renamed over `..data` in one step, then the old directory removed."""
-    volume.mkdir(exist_ok=True)
-    data = volume / ("..2026_11_27_v%d" % version)
-    data.mkdir()
-    for name, src in files.items():
-        (data / name).write_bytes(Path(src).read_bytes())
-    old = os.readlink(volume / "..data") if (volume / "..data").is_symlink() else None
-    os.symlink(data.name, volume / "..data_tmp")
-    os.rename(volume / "..data_tmp", volume / "..data")
-    for name in files:
-        if not (volume / name).is_symlink():
-            os.symlink(os.path.join("..data", name), volume / name)
-    if old:
-        shutil.rmtree(volume / old)
-
-
 def test_a_certificate_rotated_in_a_kubernetes_secret_volume_is_served_without_a_restart(
         make_stack, certs, tmp_path):
     """What cert-manager renewing the Secret behind deploy/kubernetes looks like to pyroguard:
     kubelet swaps the volume's ..data symlink; reload.watch notices and the next handshake gets
     the new certificate, while a connection opened before keeps working."""
     volume = tmp_path / "secret"
-    kubelet_publish(volume, {"tls.crt": certs / "server.crt", "tls.key": certs / "server.key",
-                             "ca.crt": certs / "ca.crt"}, 1)
+    kubelet_volume.publish(volume, {"tls.crt": certs / "server.crt",
+                                    "tls.key": certs / "server.key",
+                                    "ca.crt": certs / "ca.crt"}, 1)
     stack = make_stack({"tls": {"cert": str(volume / "tls.crt"), "key": str(volume / "tls.key"),
                                 "client_ca": str(volume / "ca.crt")},
                         "reload": {"watch": True, "poll_interval": 200}})
@@ -335,7 +318,8 @@ def test_a_certificate_rotated_in_a_kubernetes_secret_volume_is_served_without_a
     assert session.call("echo", "before") == (True, "before")
 
     crt, key = mint_server_cert(certs, tmp_path / "renewed", "server2")
-    kubelet_publish(volume, {"tls.crt": crt, "tls.key": key, "ca.crt": certs / "ca.crt"}, 2)
+    kubelet_volume.publish(volume, {"tls.crt": crt, "tls.key": key,
+                                    "ca.crt": certs / "ca.crt"}, 2)
     line = reload(stack, trigger="watch")
     assert line["trigger"] == "watch", line
 
