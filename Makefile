@@ -4,7 +4,7 @@ CMAKE_FLAGS ?=
 PY := /usr/bin/python3
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps demo test test-unit test-integration test-asan test-tsan fuzz-smoke bench clean format
+.PHONY: all build deps demo test test-unit test-integration test-deploy test-container test-asan test-tsan fuzz-smoke bench clean format
 
 all: build
 
@@ -22,7 +22,24 @@ test: build
 	@cd $(BUILD) && ctest --output-on-failure
 	@PYROGUARD_BIN=$(CURDIR)/$(BUILD)/pyroguard VALUE_DUMP_BIN=$(CURDIR)/$(BUILD)/value_dump \
 		$(PY) -m pytest -q tests/integration
+	@$(MAKE) test-deploy
 	@$(MAKE) fuzz-smoke FUZZ_SECONDS=5
+
+# The deployment files (Kubernetes, compose, Dockerfile, systemd) checked against pyroguard's
+# configuration; the container tests in there are skipped (with the reason) unless
+# PYROGUARD_TEST_CONTAINER is set, as test-container does.
+test-deploy: build
+	@PYROGUARD_BIN=$(CURDIR)/$(BUILD)/pyroguard $(PY) -m pytest -q -rs tests/deploy
+
+# Builds the image with podman from a debootstrap base (no Docker engine, no registry) and runs
+# it: a real Pyro4 call through the container, compose and the Kubernetes pods (podman kube
+# play). Needs root; installs podman, buildah, debootstrap. PYROGUARD_TEST_CONTAINER=require
+# turns a missing podman into a failure (.ci/run).
+PYROGUARD_TEST_CONTAINER ?= 1
+test-container: build
+	@deploy/install-deps.sh --container
+	@PYROGUARD_BIN=$(CURDIR)/$(BUILD)/pyroguard PYROGUARD_TEST_CONTAINER=$(PYROGUARD_TEST_CONTAINER) \
+		$(PY) -m pytest -q -rs tests/deploy/test_container.py
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure

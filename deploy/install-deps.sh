@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages pyroguard needs to build, test and run its demo.
 # As root it installs what is missing; otherwise it names exactly what to install.
+# With --container, also what `make test-container` needs: podman and buildah to build and run
+# the image, debootstrap for its base, runc (crun cannot start containers on hosts with hybrid
+# cgroups), catatonit (the pods' pause process) and podman-compose.
 set -euo pipefail
 
 PACKAGES=(
@@ -11,7 +14,11 @@ PACKAGES=(
   python3-dill python3-cloudpickle python3-prometheus-client
   openssl
   clang libclang-rt-14-dev
+  yamllint python3-yaml
 )
+if [ "${1:-}" = --container ]; then
+  PACKAGES+=(podman buildah debootstrap runc catatonit podman-compose)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
