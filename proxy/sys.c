@@ -1,6 +1,7 @@
 #include "sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <pwd.h>
@@ -17,6 +18,8 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/bytestring.h>
 
 /* getpwnam_r/getgrnam_r buffers start at sysconf's hint (16 KiB when it gives none) and double
  * on ERANGE (a group listing thousands of members), up to this cap. */
@@ -389,7 +392,223 @@ int sys_no_new_privs(char *why, size_t why_len)
 
 /* ---- CPUs ----------------------------------------------------------------------------- */
 
-unsigned sys_cpu_count(void)
+/* /proc/self/cgroup, cpu.max and the cfs files are a few lines; a larger one is not what we
+ * expect and is ignored. */
+#define SYS_CGROUP_FILE_MAX 4096
+/* Paths are built in buffers of this size; a longer one is ignored. */
+#define SYS_CGROUP_PATH_MAX 1024
+/* At most this many CPUs from a quota (a quota of 2^60 µs per 1 µs is "unlimited" too). */
+#define SYS_CGROUP_CPUS_MAX 4096
+
+/* read_small reads a whole file of fewer than |cap| bytes into |buf|. Returns 0 if it cannot be
+ * opened or read, or does not fit. */
+static int read_small(const char *path, uint8_t *buf, size_t cap, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t got = 0;
+    int ok = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        if (n == 0) {
+            ok = 1;
+            break;
+        }
+        got += (size_t)n;
+        if (got == cap)
+            break; /* no room left to see the end: too large */
+    }
+    close(fd);
+    *len = got;
+    return ok;
+}
+
+/* path_join writes A followed by B into |out|; 0 if that does not fit. */
+static int path_join(char *out, size_t out_len, const char *a, const char *b)
+{
+    int n = snprintf(out, out_len, "%s%s", a, b);
+    return n > 0 && (size_t)n < out_len;
+}
+
+/* cbs_get_decimal reads one or more decimal digits into |out|, refusing overflow. */
+static int cbs_get_decimal(CBS *cbs, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t digits = 0;
+    while (CBS_len(cbs) > 0 && CBS_data(cbs)[0] >= '0' && CBS_data(cbs)[0] <= '9') {
+        uint64_t d = (uint64_t)(CBS_data(cbs)[0] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+        digits++;
+        CBS_skip(cbs, 1);
+    }
+    *out = v;
+    return digits > 0;
+}
+
+/* cbs_is_line_end: nothing left but one optional trailing newline. */
+static int cbs_is_line_end(const CBS *cbs)
+{
+    return CBS_len(cbs) == 0 || (CBS_len(cbs) == 1 && CBS_data(cbs)[0] == '\n');
+}
+
+static unsigned cpus_of_quota(uint64_t quota, uint64_t period)
+{
+    if (period == 0 || quota == 0)
+        return 0;
+    uint64_t n = quota / period + (quota % period != 0);
+    return n > SYS_CGROUP_CPUS_MAX ? 0 : (unsigned)n;
+}
+
+/* cgroup_v2_limit parses cpu.max: "max PERIOD" (0: no limit) or "QUOTA PERIOD". */
+static unsigned cgroup_v2_limit(const char *path)
+{
+    uint8_t buf[SYS_CGROUP_FILE_MAX];
+    size_t len;
+    if (!read_small(path, buf, sizeof(buf), &len))
+        return 0;
+    CBS cbs, quota_s;
+    CBS_init(&cbs, buf, len);
+    uint64_t quota, period;
+    if (!CBS_get_until_first(&cbs, &quota_s, ' ') || !CBS_skip(&cbs, 1) ||
+        !cbs_get_decimal(&cbs, &period) || !cbs_is_line_end(&cbs))
+        return 0;
+    if (CBS_mem_equal(&quota_s, (const uint8_t *)"max", 3))
+        return 0;
+    if (!cbs_get_decimal(&quota_s, &quota) || CBS_len(&quota_s) != 0)
+        return 0;
+    return cpus_of_quota(quota, period);
+}
+
+/* read_decimal_file parses a file holding one integer, possibly "-1", and a newline. Returns 0
+ * for -1 or anything else unexpected. */
+static int read_decimal_file(const char *path, uint64_t *out)
+{
+    uint8_t buf[SYS_CGROUP_FILE_MAX];
+    size_t len;
+    if (!read_small(path, buf, sizeof(buf), &len))
+        return 0;
+    CBS cbs;
+    CBS_init(&cbs, buf, len);
+    return cbs_get_decimal(&cbs, out) && cbs_is_line_end(&cbs);
+}
+
+static unsigned cgroup_v1_limit(const char *dir)
+{
+    char path[SYS_CGROUP_PATH_MAX * 2];
+    uint64_t quota, period;
+    if (!path_join(path, sizeof(path), dir, "/cpu.cfs_quota_us") ||
+        !read_decimal_file(path, &quota)) /* "-1": no limit */
+        return 0;
+    if (!path_join(path, sizeof(path), dir, "/cpu.cfs_period_us") ||
+        !read_decimal_file(path, &period))
+        return 0;
+    return cpus_of_quota(quota, period);
+}
+
+/* cgroup_relative_path finds, in /proc/self/cgroup ("ID:CONTROLLERS:PATH" lines), the path of
+ * the v2 hierarchy (|controller| NULL: the "0::" line) or of the v1 hierarchy whose
+ * comma-separated controllers include |controller|. */
+static int cgroup_relative_path(const uint8_t *data, size_t len, const char *controller, char *out,
+                                size_t out_len)
+{
+    CBS all, line;
+    CBS_init(&all, data, len);
+    while (CBS_len(&all) > 0) {
+        if (!CBS_get_until_first(&all, &line, '\n'))
+            return 0; /* every line ends in a newline */
+        CBS_skip(&all, 1);
+        CBS id, controllers;
+        if (!CBS_get_until_first(&line, &id, ':') || !CBS_skip(&line, 1) ||
+            !CBS_get_until_first(&line, &controllers, ':') || !CBS_skip(&line, 1))
+            return 0;
+        int match = 0;
+        if (controller == NULL) {
+            match = CBS_mem_equal(&id, (const uint8_t *)"0", 1) && CBS_len(&controllers) == 0;
+        } else {
+            CBS one;
+            size_t want = strlen(controller);
+            while (!match && CBS_len(&controllers) > 0) {
+                if (!CBS_get_until_first(&controllers, &one, ','))
+                    CBS_get_bytes(&controllers, &one, CBS_len(&controllers));
+                else
+                    CBS_skip(&controllers, 1);
+                match = CBS_mem_equal(&one, (const uint8_t *)controller, want);
+            }
+        }
+        if (!match)
+            continue;
+        /* PATH: absolute, no NUL, fits. */
+        if (CBS_len(&line) == 0 || CBS_data(&line)[0] != '/' || CBS_len(&line) >= out_len ||
+            memchr(CBS_data(&line), '\0', CBS_len(&line)) != NULL)
+            return 0;
+        memcpy(out, CBS_data(&line), CBS_len(&line));
+        out[CBS_len(&line)] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/* walk_limits reads the limit of MOUNT/REL and of each parent up to MOUNT, keeping the smallest
+ * found (0: none). |rel| is cut down in place. */
+static unsigned walk_limits(const char *mount, char *rel, int v2)
+{
+    unsigned best = 0;
+    for (;;) {
+        char dir[SYS_CGROUP_PATH_MAX * 2];
+        char file[SYS_CGROUP_PATH_MAX * 2];
+        if (path_join(dir, sizeof(dir), mount, rel)) {
+            unsigned limit = 0;
+            if (!v2)
+                limit = cgroup_v1_limit(dir);
+            else if (path_join(file, sizeof(file), dir, "/cpu.max"))
+                limit = cgroup_v2_limit(file);
+            if (limit != 0 && (best == 0 || limit < best))
+                best = limit;
+        }
+        char *slash = strrchr(rel, '/');
+        if (slash == NULL || rel[0] == '\0')
+            break;
+        *slash = '\0'; /* "/a/b" -> "/a" -> "" (the mount itself) */
+    }
+    return best;
+}
+
+unsigned sys_cgroup_cpu_limit(const char *root)
+{
+    uint8_t buf[SYS_CGROUP_FILE_MAX];
+    size_t len;
+    char path[SYS_CGROUP_PATH_MAX];
+    char rel[SYS_CGROUP_PATH_MAX];
+
+    if (!path_join(path, sizeof(path), root, "/proc/self/cgroup") ||
+        !read_small(path, buf, sizeof(buf), &len))
+        return 0;
+
+    unsigned limit = 0;
+    if (cgroup_relative_path(buf, len, NULL, rel, sizeof(rel)) &&
+        path_join(path, sizeof(path), root, "/sys/fs/cgroup"))
+        limit = walk_limits(path, rel, 1);
+    if (limit == 0 && cgroup_relative_path(buf, len, "cpu", rel, sizeof(rel))) {
+        /* The v1 cpu controller's usual mount points (co-mounted with cpuacct or alone). */
+        static const char *const mounts[] = {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"};
+        for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]) && limit == 0; i++) {
+            char copy[SYS_CGROUP_PATH_MAX];
+            memcpy(copy, rel, sizeof(copy));
+            if (path_join(path, sizeof(path), root, mounts[i]))
+                limit = walk_limits(path, copy, 0);
+        }
+    }
+    return limit;
+}
+
+static unsigned cpus_available(void)
 {
     cpu_set_t set;
 
@@ -403,4 +622,11 @@ unsigned sys_cpu_count(void)
     }
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     return online < 1 ? 1 : (unsigned)online;
+}
+
+unsigned sys_cpu_count(void)
+{
+    unsigned n = cpus_available();
+    unsigned quota = sys_cgroup_cpu_limit("");
+    return quota != 0 && quota < n ? quota : n;
 }

@@ -53,9 +53,21 @@ int sys_drop_privileges(const char *user, const char *group, char *why, size_t w
  * reason in |why|. */
 int sys_no_new_privs(char *why, size_t why_len);
 
-/* sys_cpu_count returns the number of CPUs this process may run on (sched_getaffinity, which
- * honours taskset and cpusets, not a cgroup's CPU quota), falling back to the CPUs online; at
- * least 1. */
+/* sys_cpu_count returns the number of CPUs this process may use: the CPUs it may run on
+ * (sched_getaffinity, which honours taskset and cpusets; the CPUs online if that fails), capped
+ * by the CPU quota of its cgroup (sys_cgroup_cpu_limit) — a container limited to 1.5 CPUs on a
+ * 64-CPU node gets 2. At least 1. */
 unsigned sys_cpu_count(void);
+
+/* sys_cgroup_cpu_limit returns the CPU bandwidth limit of the cgroup this process is in, as a
+ * whole number of CPUs rounded up, or 0 when there is none or it cannot be read. cgroup v2:
+ * "cpu.max" ("QUOTA PERIOD" or "max PERIOD") in the directory that /proc/self/cgroup's "0::"
+ * line names; cgroup v1: cpu.cfs_quota_us / cpu.cfs_period_us under the "cpu" controller. The
+ * directory and each parent up to the hierarchy's root are read and the smallest limit wins
+ * (a parent's limit binds its children; in a container the path may name a directory that only
+ * exists outside, whose ancestor inside is the container's own cgroup). |root| prefixes every
+ * path read: "" for the running system, a directory laid out like it in tests. Every file is
+ * read into a bounded buffer and parsed strictly (CBS); anything unexpected means "no limit". */
+unsigned sys_cgroup_cpu_limit(const char *root);
 
 #endif

@@ -23,10 +23,12 @@
 #include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <ftw.h>
 #include <time.h>
 
 #include "sys.h"
@@ -716,10 +718,156 @@ static void test_cpu_count_is_between_one_and_the_cpus_configured(void **state)
         assert_true((long)n <= configured);
 }
 
+/* ---- cgroup CPU quota -------------------------------------------------------------------- */
+
+/* A fake system root for sys_cgroup_cpu_limit: proc/self/cgroup and sys/fs/cgroup/... under a
+ * temporary directory, removed by the teardown. */
+static char g_root[64];
+
+static int cg_setup(void **state)
+{
+    snprintf(g_root, sizeof(g_root), "/tmp/pg-cgroup.XXXXXX");
+    return mkdtemp(g_root) == NULL ? -1 : 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int cg_teardown(void **state)
+{
+    return nftw(g_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* cg_write writes |content| to ROOT/|rel|, creating the directories on the way. */
+static void cg_write(const char *rel, const char *content)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", g_root, rel);
+    for (char *p = path + strlen(g_root) + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+}
+
+static void test_cgroup_v2_quota_is_rounded_up_to_whole_cpus(void **state)
+{
+    cg_write("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+    cg_write("sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "150000 100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 2);
+    cg_write("sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "100000 100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 1);
+    cg_write("sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "10000 100000\n"); /* 0.1 CPU */
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 1);
+}
+
+static void test_cgroup_v2_without_a_limit_is_no_limit_and_a_parent_limit_binds(void **state)
+{
+    cg_write("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+    cg_write("sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "max 100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 0);
+    cg_write("sys/fs/cgroup/kubepods/pod1/cpu.max", "300000 100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 3);
+    /* The smallest limit on the way up wins. */
+    cg_write("sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "400000 100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 3);
+}
+
+static void test_cgroup_path_missing_inside_a_container_falls_back_to_its_root(void **state)
+{
+    /* Without a cgroup namespace the path names the host's view; inside, the container's own
+     * cgroup is the mount's root. */
+    cg_write("proc/self/cgroup", "0::/system.slice/docker-abc.scope\n");
+    cg_write("sys/fs/cgroup/cpu.max", "200000 100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 2);
+}
+
+static void test_cgroup_v1_cfs_quota_of_the_cpu_controller(void **state)
+{
+    cg_write("proc/self/cgroup", "12:cpuset:/kubepods/pod1\n"
+                                 "4:cpu,cpuacct:/kubepods/pod1\n"
+                                 "0::/\n");
+    cg_write("sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/cpu.cfs_quota_us", "250000\n");
+    cg_write("sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 3);
+    cg_write("sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/cpu.cfs_quota_us", "-1\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 0);
+}
+
+static void test_cgroup_v1_cpuset_is_not_the_cpu_controller(void **state)
+{
+    cg_write("proc/self/cgroup", "12:cpuset:/a\n");
+    cg_write("sys/fs/cgroup/cpu/a/cpu.cfs_quota_us", "100000\n");
+    cg_write("sys/fs/cgroup/cpu/a/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 0);
+    cg_write("proc/self/cgroup", "12:cpuset:/a\n3:cpu:/a\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 1);
+}
+
+static void test_cgroup_files_that_are_not_what_the_kernel_writes_mean_no_limit(void **state)
+{
+    static const char *const bad_cpu_max[] = {
+        "abc 100000\n",
+        "100000\n",
+        "100000 0\n",
+        "0 100000\n",
+        "-5 100000\n",
+        "100000 100000 7\n",
+        "100000  100000\n",
+        "99999999999999999999 1\n",
+        "1152921504606846976 1\n", /* 2^60 CPUs */
+        "",
+    };
+    cg_write("proc/self/cgroup", "0::/x\n");
+    for (size_t i = 0; i < sizeof(bad_cpu_max) / sizeof(bad_cpu_max[0]); i++) {
+        cg_write("sys/fs/cgroup/x/cpu.max", bad_cpu_max[i]);
+        if (sys_cgroup_cpu_limit(g_root) != 0)
+            fail_msg("cpu.max %s gave a limit", bad_cpu_max[i]);
+    }
+    cg_write("sys/fs/cgroup/x/cpu.max", "100000 100000\n");
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 1);
+
+    static const char *const bad_cgroup[] = {
+        "0::/x",   /* no newline */
+        "0::x\n",  /* relative path */
+        "0:/x\n",  /* too few fields */
+        "1::/x\n", /* not the v2 line */
+    };
+    for (size_t i = 0; i < sizeof(bad_cgroup) / sizeof(bad_cgroup[0]); i++) {
+        cg_write("proc/self/cgroup", bad_cgroup[i]);
+        if (sys_cgroup_cpu_limit(g_root) != 0)
+            fail_msg("/proc/self/cgroup %s gave a limit", bad_cgroup[i]);
+    }
+}
+
+static void test_cgroup_without_proc_files_is_no_limit(void **state)
+{
+    assert_int_equal(sys_cgroup_cpu_limit(g_root), 0);
+    assert_int_equal(sys_cgroup_cpu_limit("/nonexistent-root"), 0);
+}
+
+static void test_cpu_count_is_capped_by_this_process_cgroup_quota(void **state)
+{
+    unsigned quota = sys_cgroup_cpu_limit("");
+    unsigned n = sys_cpu_count();
+    if (quota != 0)
+        assert_true(n <= quota);
+    assert_true(n >= 1);
+}
+
 int main(void)
 {
 #define T(f)  cmocka_unit_test(f)
 #define TN(f) cmocka_unit_test_teardown(f, notify_teardown)
+#define TC(f) cmocka_unit_test_setup_teardown(f, cg_setup, cg_teardown)
     const struct CMUnitTest tests[] = {
         TN(test_notify_sends_ready_to_a_socket_path),
         TN(test_notify_reaches_an_abstract_socket),
@@ -747,6 +895,14 @@ int main(void)
         T(test_drop_privileges_with_only_a_group_keeps_the_uid),
         T(test_no_new_privs_is_set_for_the_process),
         T(test_cpu_count_is_between_one_and_the_cpus_configured),
+        TC(test_cgroup_v2_quota_is_rounded_up_to_whole_cpus),
+        TC(test_cgroup_v2_without_a_limit_is_no_limit_and_a_parent_limit_binds),
+        TC(test_cgroup_path_missing_inside_a_container_falls_back_to_its_root),
+        TC(test_cgroup_v1_cfs_quota_of_the_cpu_controller),
+        TC(test_cgroup_v1_cpuset_is_not_the_cpu_controller),
+        TC(test_cgroup_files_that_are_not_what_the_kernel_writes_mean_no_limit),
+        TC(test_cgroup_without_proc_files_is_no_limit),
+        T(test_cpu_count_is_capped_by_this_process_cgroup_quota),
     };
 #undef T
 #undef TN
