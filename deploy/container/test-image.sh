@@ -5,8 +5,8 @@
 #   1. base image: deploy/container/base-image.sh (debootstrap, imported as debian:bookworm-slim)
 #   2. podman build --pull=never --isolation=chroot --network=host of the root Dockerfile
 #   3. the image's metadata: user 65532, the ENTRYPOINT, the OCI labels; its size
-#   4. podman run with a read-only root, every capability dropped, no-new-privileges, as uid
-#      65532, deploy/compose/pyroguard.yaml and certificates minted now with openssl mounted
+#   4. podman run with a read-only root, every capability dropped, no-new-privileges, a 1-CPU
+#      quota (so one worker), as uid 65532, deploy/compose/pyroguard.yaml and certificates minted now with openssl mounted
 #      read-only at /etc/pyroguard; host network, a Pyro4 daemon on 127.0.0.1:9090
 #   5. real Pyro4 clients: an allowed call is answered; a policy refusal, a pickle client (whose
 #      payload would create a file on the daemon) and a client without a certificate are refused,
@@ -73,16 +73,9 @@ for port in 9090 9443 9901; do
     port_open "$port" && die "port $port on 127.0.0.1 is in use; the container runs on the host network"
 done
 
-# Runtime flags for this machine. On a host with hybrid cgroups (v1 controllers and a v2
-# "unified" mount) crun refuses to start containers; runc handles them. Rootful podman raises
-# RLIMIT_NOFILE/NPROC to its own defaults, which fails where root lacks CAP_SYS_RESOURCE (as in
-# a sandbox): ask for the host's own descriptor limit and a fixed process limit instead.
-RUN_FLAGS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
-if [ -d /sys/fs/cgroup/unified ] && [ -n "$(ls /sys/fs/cgroup/unified 2>/dev/null)" ] &&
-    ! mount | grep -q 'on /sys/fs/cgroup type cgroup2'; then
-    command -v runc >/dev/null || die "hybrid cgroups: crun cannot run containers here; apt-get install runc"
-    RUN_FLAGS=(--runtime runc "${RUN_FLAGS[@]}")
-fi
+# Runtime settings for this host (runc on hybrid cgroups, limits root may set): podman-conf.sh.
+bash "$ROOT/deploy/container/podman-conf.sh" "$WORK/containers.conf"
+export CONTAINERS_CONF=$WORK/containers.conf
 
 say "1. Base image (debootstrap, imported as debian:bookworm-slim)"
 bash "$ROOT/deploy/container/base-image.sh" "$CACHE"
@@ -111,7 +104,7 @@ for label in title description version; do
     [ -n "$value" ] || die "label org.opencontainers.image.$label is missing"
     echo "   org.opencontainers.image.$label=$value"
 done
-$PODMAN run --rm "${RUN_FLAGS[@]}" --network=none --entrypoint pyroguard "$IMAGE" version | sed 's/^/   /'
+$PODMAN run --rm --network=none --entrypoint pyroguard "$IMAGE" version | sed 's/^/   /'
 
 say "4. Certificates (openssl, now) and a legacy Pyro4 daemon on 127.0.0.1:9090"
 CERTS=$WORK/certs
@@ -132,7 +125,9 @@ wait_for "port_open 9090" 15 || die "the Pyro4 daemon did not start: $(cat "$WOR
 sed 's/^/   /' "$WORK/daemon.log"
 
 say "5. podman run --read-only --cap-drop=ALL --security-opt=no-new-privileges -v ...:/etc/pyroguard:ro $IMAGE"
-$PODMAN run -d --name "$NAME" "${RUN_FLAGS[@]}" --network=host --read-only --cap-drop=ALL \
+# --cpus 1: a CPU quota, which pyroguard's default worker count follows (one worker, not one per
+# CPU of the host).
+$PODMAN run -d --name "$NAME" --network=host --read-only --cap-drop=ALL --cpus 1 \
     --security-opt=no-new-privileges -v "$CONF:/etc/pyroguard:ro" "$IMAGE" >/dev/null
 wait_for "logs_have '\"event\":\"listening\"'" 20 || die "pyroguard did not start listening"
 PID=$($PODMAN inspect --format '{{.State.Pid}}' "$NAME")
@@ -141,6 +136,9 @@ echo "   process $PID: $(grep -E '^(Uid|Gid|CapEff|NoNewPrivs)' "/proc/$PID/stat
 grep -Eq '^Uid:\s+65532\s' "/proc/$PID/status" || die "pyroguard does not run as uid 65532"
 grep -Eq '^CapEff:\s+0+$' "/proc/$PID/status" || die "pyroguard holds capabilities"
 grep -Eq '^NoNewPrivs:\s+1$' "/proc/$PID/status" || die "no_new_privs is not set"
+WORKERS=$(grep -o '"event":"start".*"workers":[0-9]*' "$WORK/pyroguard.log" | grep -o '[0-9]*$')
+echo "   workers under a 1-CPU quota on a $(nproc)-CPU host: $WORKERS"
+[ "$WORKERS" = 1 ] || die "pyroguard started $WORKERS workers under a 1-CPU quota"
 
 FAILED=0
 # client TITLE EXPECT(OK|REFUSED) MODE [CERT] [TEXT the output must contain]
