@@ -124,7 +124,7 @@ DAEMON_PID=$!
 wait_for "port_open 9090" 15 || die "the Pyro4 daemon did not start: $(cat "$WORK/daemon.log")"
 sed 's/^/   /' "$WORK/daemon.log"
 
-say "5. podman run --read-only --cap-drop=ALL --security-opt=no-new-privileges -v ...:/etc/pyroguard:ro $IMAGE"
+say "5. podman run --read-only --cap-drop=ALL --security-opt=no-new-privileges --cpus 1 -v ...:/etc/pyroguard:ro $IMAGE"
 # --cpus 1: a CPU quota, which pyroguard's default worker count follows (one worker, not one per
 # CPU of the host).
 $PODMAN run -d --name "$NAME" --network=host --read-only --cap-drop=ALL --cpus 1 \
