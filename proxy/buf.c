@@ -59,6 +59,22 @@ int buf_append(buf_t *b, const uint8_t *p, size_t n)
     return 1;
 }
 
+uint8_t *buf_reserve(buf_t *b, size_t n, size_t *got)
+{
+    size_t used = b->len - b->off;
+    if (n == 0 || n > b->max || used > b->max - n || !buf_make_room(b, n))
+        return NULL;
+    size_t spare = b->alloc - b->len;
+    size_t cap_left = b->max - used;
+    *got = spare < cap_left ? spare : cap_left;
+    return b->data + b->len;
+}
+
+void buf_commit(buf_t *b, size_t n)
+{
+    b->len += n;
+}
+
 const uint8_t *buf_peek(const buf_t *b)
 {
     return b->data ? b->data + b->off : (const uint8_t *)"";

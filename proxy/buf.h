@@ -28,6 +28,15 @@ void buf_cleanup(buf_t *b);
  * unchanged, if the cap would be exceeded or memory is exhausted. */
 int buf_append(buf_t *b, const uint8_t *p, size_t n);
 
+/* buf_reserve makes room for at least |n| more bytes (within the cap) and returns where they
+ * go, with the room actually available (at least |n|, perhaps more, never past the cap) in
+ * |*got|; NULL if the cap or memory does not allow |n|. Nothing is counted until buf_commit, so
+ * a producer (SSL_read) can write in place instead of through a copy. */
+uint8_t *buf_reserve(buf_t *b, size_t n, size_t *got);
+
+/* buf_commit counts |n| bytes written at buf_reserve's pointer (at most what it gave). */
+void buf_commit(buf_t *b, size_t n);
+
 /* buf_peek returns the unconsumed bytes (valid until the next append, consume or cleanup). */
 const uint8_t *buf_peek(const buf_t *b);
 

@@ -1,6 +1,7 @@
 #include "conn.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,11 +422,30 @@ static void on_write(uv_write_t *req, int status)
     conn_update_reading(c);
 }
 
-/* conn_write queues a copy of |n| bytes towards one side. */
+/* conn_write sends |n| bytes towards one side: as much as the socket takes now, written
+ * directly (uv_try_write: no request, no copy, no change of the poll set — the common case, one
+ * write(2) per message), and a copy of the rest queued behind it (uv_write). uv_try_write
+ * refuses while anything is queued, so the order of bytes is kept. Returns 0 if the socket has
+ * failed (the caller closes the connection) or memory is exhausted. */
 static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
 {
     if (n == 0)
         return 1;
+    if (n > UINT32_MAX)
+        return 0; /* never: buffers are capped far below */
+    uv_stream_t *s = to_backend ? (uv_stream_t *)&c->backend : (uv_stream_t *)&c->client;
+    if (to_backend)
+        metrics_bytes(c->srv->metrics, n, 0); /* forwarded: allowed messages only */
+    uv_buf_t now = uv_buf_init((char *)(uintptr_t)p, (unsigned)n);
+    int sent = uv_try_write(s, &now, 1);
+    if (sent == (int)n)
+        return 1;
+    if (sent < 0 && sent != UV_EAGAIN)
+        return 0;
+    if (sent > 0) {
+        p += sent;
+        n -= (size_t)sent;
+    }
     wreq_t *w = malloc(sizeof(*w) + n);
     if (w == NULL)
         return 0;
@@ -434,17 +454,14 @@ static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
     w->len = n;
     memcpy(w->data, p, n);
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
-    uv_stream_t *s = to_backend ? (uv_stream_t *)&c->backend : (uv_stream_t *)&c->client;
     if (uv_write(&w->req, s, &b, 1, on_write) != 0) {
         free(w);
         return 0;
     }
-    if (to_backend) {
+    if (to_backend)
         c->backend_queued += n;
-        metrics_bytes(c->srv->metrics, n, 0); /* forwarded: allowed messages only */
-    } else {
+    else
         c->client_queued += n;
-    }
     return 1;
 }
 
@@ -999,15 +1016,21 @@ static void conn_process_c2s(conn_t *c)
     conn_update_reading(c);
 }
 
-/* conn_tls_read moves decrypted client bytes into c2s while there is room. */
+/* conn_tls_read decrypts client bytes straight into c2s while there is room: into the space
+ * the buffer already has, or 4 KiB more (a small message needs no more, and idle connections
+ * stay small; the buffer doubles as large messages fill it). */
 static void conn_tls_read(conn_t *c)
 {
-    uint8_t tmp[16384];
     while (buf_room(&c->c2s) > 0) {
-        size_t want = buf_room(&c->c2s) < sizeof(tmp) ? buf_room(&c->c2s) : sizeof(tmp);
-        int r = SSL_read(c->ssl, tmp, (int)want);
+        size_t room = buf_room(&c->c2s), got = 0;
+        uint8_t *dst = buf_reserve(&c->c2s, room < 4096 ? room : 4096, &got);
+        if (dst == NULL) {
+            conn_close(c, "out_of_memory");
+            return;
+        }
+        int r = SSL_read(c->ssl, dst, got > INT_MAX ? INT_MAX : (int)got);
         if (r > 0) {
-            buf_append(&c->c2s, tmp, (size_t)r);
+            buf_commit(&c->c2s, (size_t)r);
             c->bytes_in += (uint64_t)r;
             continue;
         }
