@@ -4,7 +4,7 @@ CMAKE_FLAGS ?=
 PY := /usr/bin/python3
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps demo test test-unit test-integration test-deploy test-container test-asan test-tsan fuzz-smoke bench clean format
+.PHONY: all build deps demo test test-unit test-integration test-deploy test-container bench-smoke test-asan test-tsan fuzz-smoke bench clean format
 
 all: build
 
@@ -92,9 +92,11 @@ fuzz-smoke:
 		if [ $$rc -ne 0 ]; then tail -60 build-fuzz/fuzz-$$t.log; exit 1; fi; \
 	done
 
-# Inspection speed per serializer (ns per small call, MB/s over a large string argument);
-# writes bench/INSPECT.md. The proxy-level benchmarks against peers come with bench/README.md.
+# pyroguard beside HAProxy, stunnel, nginx and hitch (bench/RESULTS.md, about 25 minutes), then
+# inspection speed per serializer (bench/INSPECT.md) and policy decisions (bench/POLICY.md).
 bench: build
+	@deploy/install-deps.sh --bench
+	@BUILD_DIR=$(CURDIR)/$(BUILD) $(PY) bench/run.py --write
 	@$(PY) bench/gen_inspect_payloads.py $(BUILD)/bench-frames
 	@{ echo "# Inspection speed"; echo; \
 	   echo "\`make bench\` on $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $$(date -u +%Y-%m-%d)."; \
@@ -108,6 +110,11 @@ bench: build
 	   echo "In process, 100 client rules loaded from YAML (patterns compiled once), the client matching the last rule; 1e6 operations per run, median of 5 runs."; echo; \
 	   $$(command -v taskset >/dev/null && echo taskset -c 0) $(BUILD)/policy_bench; } \
 	   | tee bench/POLICY.md
+
+# CI's smoke of the comparison harness: every peer and scenario once, 1 s each, no thresholds.
+bench-smoke: build
+	@deploy/install-deps.sh --bench
+	@BUILD_DIR=$(CURDIR)/$(BUILD) $(PY) bench/run.py --quick
 
 format:
 	@clang-format -i proxy/*.c proxy/*.h tests/unit/*.c tests/fuzz/*.c

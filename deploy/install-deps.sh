@@ -3,7 +3,9 @@
 # As root it installs what is missing; otherwise it names exactly what to install.
 # With --container, also what `make test-container` needs: podman and buildah to build and run
 # the image, debootstrap for its base, runc (crun cannot start containers on hosts with hybrid
-# cgroups), catatonit (the pods' pause process) and podman-compose.
+# cgroups), catatonit (the pods' pause process) and podman-compose. With --bench, also the peers
+# `make bench` measures pyroguard beside (HAProxy, stunnel, nginx's stream module, hitch) and
+# bssl-tool.
 set -euo pipefail
 
 PACKAGES=(
@@ -16,9 +18,12 @@ PACKAGES=(
   clang libclang-rt-14-dev
   yamllint python3-yaml
 )
-if [ "${1:-}" = --container ]; then
-  PACKAGES+=(podman buildah debootstrap runc catatonit podman-compose)
-fi
+case "${1:-}" in
+  --container) PACKAGES+=(podman buildah debootstrap runc catatonit podman-compose) ;;
+  # make bench: the peers pyroguard is measured beside, and bssl-tool (the limits).
+  --bench) PACKAGES+=(haproxy stunnel4 hitch nginx-light libnginx-mod-stream android-boringssl
+                      util-linux) ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do
