@@ -458,7 +458,10 @@ def main():
         print("bench: runs with errors: %s" % ", ".join(failed), file=sys.stderr)
         return 1
     if args.write:
-        (ROOT / "bench" / "RESULTS.md").write_text(report)
+        # The profiling record (hand-written, with its before/after figures) goes with it.
+        profile = ROOT / "bench" / "PROFILE.md"
+        extra = "\n" + profile.read_text() if profile.exists() else ""
+        (ROOT / "bench" / "RESULTS.md").write_text(report + extra)
     return 0
 
 
