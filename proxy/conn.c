@@ -790,40 +790,42 @@ static void s2c_frame_done(conn_t *c)
     }
 }
 
-/* s2c_header checks one reply header against the connection state. */
-static int s2c_header(conn_t *c)
+/* s2c_header checks one reply header against the connection state; NULL when it may pass, or
+ * why not (the caller logs it and closes). */
+static const char *s2c_header(conn_t *c)
 {
     frame_t f;
     frame_error_t err;
-    if (frame_parse_header(c->s2c_hdr, FRAME4_HEADER_LEN, S2C_MAX_MESSAGE, &f, &err) != FRAME_OK) {
-        backend_protocol_error(c, frame_error_reason(err));
-        return 0;
-    }
-    if (c->outstanding == 0) {
-        backend_protocol_error(c, "reply without a request");
-        return 0;
-    }
+    if (frame_parse_header(c->s2c_hdr, FRAME4_HEADER_LEN, S2C_MAX_MESSAGE, &f, &err) != FRAME_OK)
+        return frame_error_reason(err);
+    if (c->outstanding == 0)
+        return "reply without a request";
     if (c->state == CONN_AWAIT_CONNECTOK) {
-        if (f.type == MSG_CONNECTOK) {
+        if (f.type == MSG_CONNECTOK)
             c->state = CONN_READY;
-        } else if (f.type == MSG_CONNECTFAIL) {
+        else if (f.type == MSG_CONNECTFAIL)
             c->close_after_reply = 1;
-        } else {
-            backend_protocol_error(c, "expected CONNECTOK or CONNECTFAIL");
-            return 0;
-        }
+        else
+            return "expected CONNECTOK or CONNECTFAIL";
     } else if (f.type != MSG_RESULT && f.type != MSG_PING) {
-        backend_protocol_error(c, "expected RESULT or PING");
-        return 0;
+        return "expected RESULT or PING";
     }
     c->s2c_left = f.total_len - FRAME4_HEADER_LEN;
-    return 1;
+    return NULL;
 }
 
+/* conn_s2c passes reply bytes from the backend to the client, each header checked before any
+ * of its bytes leave. What passes is encrypted a whole reply at a time — header and body in one
+ * TLS record (up to 16 KiB each) — not piece by piece: a 24-byte header sealed on its own costs
+ * a record, an AEAD operation and, often, a wake-up and a read more on the client. Only a header
+ * split across two backend reads is sealed by itself. */
 static void conn_s2c(conn_t *c, const uint8_t *p, size_t n)
 {
+    const uint8_t *span = p; /* checked bytes of |p| not yet encrypted: [span, p) */
     while (n > 0 && c->state != CONN_CLOSING) {
         if (c->s2c_left == 0) {
+            const uint8_t *hdr = p;
+            int held = c->s2c_hdr_len > 0; /* begun in the previous read: not in |p| */
             size_t take = FRAME4_HEADER_LEN - c->s2c_hdr_len;
             if (take > n)
                 take = n;
@@ -831,30 +833,45 @@ static void conn_s2c(conn_t *c, const uint8_t *p, size_t n)
             c->s2c_hdr_len += take;
             p += take;
             n -= take;
-            if (c->s2c_hdr_len < FRAME4_HEADER_LEN)
+            if (c->s2c_hdr_len < FRAME4_HEADER_LEN) {
+                p = hdr; /* held back until the rest of the header arrives */
                 break;
+            }
             c->s2c_hdr_len = 0;
-            if (!s2c_header(c))
+            const char *bad = s2c_header(c);
+            if (bad != NULL) {
+                /* The replies before this header were whole and checked: they still go. */
+                if (conn_send_plain(c, span, (size_t)(hdr - span)))
+                    conn_flush_tls(c);
+                backend_protocol_error(c, bad);
                 return;
-            if (!conn_send_plain(c, c->s2c_hdr, FRAME4_HEADER_LEN)) {
+            }
+            if (held) {
+                if (!conn_send_plain(c, c->s2c_hdr, FRAME4_HEADER_LEN)) {
+                    conn_close(c, "internal_error");
+                    return;
+                }
+                span = p;
+            }
+        } else {
+            size_t take = c->s2c_left < n ? (size_t)c->s2c_left : n;
+            c->s2c_left -= take;
+            p += take;
+            n -= take;
+        }
+        if (c->s2c_left == 0) {
+            /* A whole reply, encrypted before s2c_frame_done: that may close the connection
+             * or refuse the next request, and those bytes must follow this reply. */
+            if (!conn_send_plain(c, span, (size_t)(p - span))) {
                 conn_close(c, "internal_error");
                 return;
             }
-            if (c->s2c_left == 0)
-                s2c_frame_done(c);
-            continue;
-        }
-        size_t take = c->s2c_left < n ? (size_t)c->s2c_left : n;
-        if (!conn_send_plain(c, p, take)) {
-            conn_close(c, "internal_error");
-            return;
-        }
-        c->s2c_left -= take;
-        p += take;
-        n -= take;
-        if (c->s2c_left == 0)
+            span = p;
             s2c_frame_done(c);
+        }
     }
+    if (c->state != CONN_CLOSING && p > span && !conn_send_plain(c, span, (size_t)(p - span)))
+        conn_close(c, "internal_error");
 }
 
 static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
