@@ -19,6 +19,7 @@
 #include "policy.h"
 #include "reply.h"
 #include "tls.h"
+#include "tlsbio.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -29,6 +30,9 @@
 #define WRITE_HIGH_WATER (1024 * 1024)
 /* Encrypted bytes accepted from the client before TLS has consumed them. */
 #define TLS_IN_HIGH_WATER (2 * READ_CHUNK)
+/* Ciphertext BoringSSL may write between two flushes: one read's worth of reply (READ_CHUNK
+ * plus record overhead) and a refusal, with room to spare; more is a bug and closes. */
+#define TLS_OUT_MAX (1024 * 1024)
 /* How long a closing connection may take to flush what it owes each peer. */
 #define LINGER_MS 5000
 /* The largest reply frame the backend may announce; replies are streamed, not buffered. */
@@ -64,8 +68,7 @@ struct conn {
     int client_eof;
 
     SSL *ssl;
-    BIO *net_in;  /* ciphertext from the client, read by BoringSSL */
-    BIO *net_out; /* ciphertext BoringSSL produced, to send to the client */
+    BIO *net; /* ciphertext both ways between the client socket and BoringSSL (tlsbio.h) */
 
     buf_t c2s;             /* decrypted client bytes not yet judged; capped at one message */
     size_t client_queued;  /* bytes in flight towards the client */
@@ -310,7 +313,7 @@ static void on_timer_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     srv->n_conns--;
     __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
-    SSL_free(c->ssl); /* frees both memory BIOs */
+    SSL_free(c->ssl); /* frees the BIO */
     buf_cleanup(&c->c2s);
     identity_free(&c->ident);
     generation_unref(c->gen);
@@ -465,15 +468,16 @@ static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
     return 1;
 }
 
-/* conn_flush_tls sends whatever BoringSSL has written (records, alerts) to the client. */
+/* conn_flush_tls sends whatever BoringSSL has written (records, alerts) to the client. The
+ * buffer is kept only while a reply is still streaming through. */
 static void conn_flush_tls(conn_t *c)
 {
-    const uint8_t *data;
     size_t len;
-    if (!BIO_mem_contents(c->net_out, &data, &len) || len == 0)
+    const uint8_t *data = tlsbio_out(c->net, &len);
+    if (len == 0)
         return;
     int ok = conn_write(c, 0, data, len);
-    BIO_reset(c->net_out);
+    tlsbio_out_clear(c->net, c->s2c_left > 0);
     if (!ok && c->state != CONN_CLOSING)
         conn_close(c, "client_write_error");
 }
@@ -527,7 +531,7 @@ static void conn_update_reading(conn_t *c)
     if (c->state == CONN_CLOSING)
         return;
     int want_client = !c->client_eof && buf_room(&c->c2s) > 0 &&
-                      BIO_pending(c->net_in) < TLS_IN_HIGH_WATER &&
+                      tlsbio_in_pending(c->net) < TLS_IN_HIGH_WATER &&
                       c->backend_queued < WRITE_HIGH_WATER && c->client_queued < WRITE_HIGH_WATER;
     if (c->client_reading && !want_client) {
         uv_read_stop((uv_stream_t *)&c->client);
@@ -1016,7 +1020,7 @@ static void conn_process_c2s(conn_t *c)
             break;
         if (c->outstanding > 0 || buf_room(&c->c2s) == 0)
             break;
-        if (BIO_pending(c->net_in) == 0 && SSL_pending(c->ssl) == 0)
+        if (tlsbio_in_pending(c->net) == 0 && SSL_pending(c->ssl) == 0)
             break;
         size_t before = buf_len(&c->c2s);
         conn_tls_read(c);
@@ -1156,7 +1160,10 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     }
     c->last_activity_ms = uv_now(c->srv->loop);
-    BIO_write(c->net_in, b->base, (int)nread);
+    if (!tlsbio_feed(c->net, (const uint8_t *)b->base, (size_t)nread)) {
+        conn_close(c, "out_of_memory"); /* reading stops at TLS_IN_HIGH_WATER: memory only */
+        return;
+    }
     conn_pump(c);
 }
 
@@ -1291,16 +1298,14 @@ void conn_accept(listener_t *l)
     warn_if_descriptors_low(c);
 
     c->ssl = SSL_new(c->gen->ssl_ctx);
-    c->net_in = BIO_new(BIO_s_mem());
-    c->net_out = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || c->net_in == NULL || c->net_out == NULL) {
-        BIO_free(c->net_in);
-        BIO_free(c->net_out);
-        c->net_in = c->net_out = NULL;
+    c->net = tlsbio_new(TLS_IN_HIGH_WATER + READ_CHUNK, TLS_OUT_MAX);
+    if (c->ssl == NULL || c->net == NULL) {
+        BIO_free(c->net);
+        c->net = NULL;
         conn_close(c, "out_of_memory");
         return;
     }
-    SSL_set_bio(c->ssl, c->net_in, c->net_out); /* the SSL now owns both */
+    SSL_set_bio(c->ssl, c->net, c->net); /* the SSL now owns it */
     SSL_set_accept_state(c->ssl);
     tls_conn_setup(c->ssl);
     arm_timer(c, cfg->limits.handshake_timeout_ms);
