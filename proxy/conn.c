@@ -437,12 +437,14 @@ static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
     if (n > UINT32_MAX)
         return 0; /* never: buffers are capped far below */
     uv_stream_t *s = to_backend ? (uv_stream_t *)&c->backend : (uv_stream_t *)&c->client;
-    if (to_backend)
-        metrics_bytes(c->srv->metrics, n, 0); /* forwarded: allowed messages only */
+    size_t whole = n;
     uv_buf_t now = uv_buf_init((char *)(uintptr_t)p, (unsigned)n);
     int sent = uv_try_write(s, &now, 1);
-    if (sent == (int)n)
+    if (sent == (int)n) {
+        if (to_backend)
+            metrics_bytes(c->srv->metrics, whole, 0); /* forwarded: allowed messages only */
         return 1;
+    }
     if (sent < 0 && sent != UV_EAGAIN)
         return 0;
     if (sent > 0) {
@@ -461,10 +463,12 @@ static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
         free(w);
         return 0;
     }
-    if (to_backend)
+    if (to_backend) {
         c->backend_queued += n;
-    else
+        metrics_bytes(c->srv->metrics, whole, 0);
+    } else {
         c->client_queued += n;
+    }
     return 1;
 }
 
