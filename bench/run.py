@@ -7,7 +7,8 @@ message against a policy. The load generator (bench/pyrobench.c) speaks Pyro4 ov
 backend is bench/fakepyro.c (a C Pyro4 daemon that is never the bottleneck) or, for the figures a
 user feels, the real Python Pyro4 daemon (where Pyro4's own SSL is measured too).
 
-The proxy under test runs pinned to CPU 0, the generator and the backend to CPU 1. Peers are
+The proxy under test runs pinned to CPU 0, the generator and the backend to CPU 1 (as SCHED_BATCH
+tasks, see pinned()), so that the proxy is what saturates first. Peers are
 interleaved (run 1 of every peer, then run 2, ...) so that drift hits all alike; each figure is
 the median of the runs. Results go to stdout and, with --write, to bench/RESULTS.md.
 
@@ -44,6 +45,7 @@ BACKEND_PORT = 19190
 PROXY_PORT = 19191
 TWO_CPUS = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 PROXY_CPU, LOAD_CPU = "0", "1"
+BATCH = shutil.which("chrt") is not None
 # Each proxied connection holds two descriptors (client and backend): the connection limits the
 # peers are given follow from the descriptor limit every process here inherits.
 FD_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -65,7 +67,16 @@ def port_open(port):
 
 
 def pinned(cmd, cpu):
-    return (["taskset", "-c", cpu] if TWO_CPUS else []) + [str(c) for c in cmd]
+    """|cmd| pinned to |cpu|. The generator and the backend share the load CPU and run there as
+    SCHED_BATCH: a batch task does not preempt the other one when it wakes, so the two take turns
+    in whole slices instead of switching at every message. Without it the figure depends on how
+    the proxy spaces its output (a proxy that answers each message at once makes the load CPU
+    switch tasks per message, and that CPU, not the proxy, becomes the limit), which measures the
+    scheduler of a core that a real client and server would not share."""
+    prefix = ["taskset", "-c", cpu] if TWO_CPUS else []
+    if cpu == LOAD_CPU and BATCH:
+        prefix = ["chrt", "--batch", "0"] + prefix
+    return prefix + [str(c) for c in cmd]
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -482,9 +493,12 @@ def med(rs, key):
 def render(results, limits, ver, args):
     lines = ["# pyroguard beside HAProxy, stunnel, nginx and hitch", ""]
     lines.append("`make bench` (bench/run.py), %s; %d run(s) of %g s per figure, median; the proxy "
-                 "pinned to CPU %s, generator and backend to CPU %s%s." % (
+                 "pinned to CPU %s, generator and backend to CPU %s%s%s." % (
                      time.strftime("%Y-%m-%d", time.gmtime()), args.runs, args.duration,
-                     PROXY_CPU, LOAD_CPU, "" if TWO_CPUS else " (NOT pinned: fewer than 2 CPUs)"))
+                     PROXY_CPU, LOAD_CPU, "" if TWO_CPUS else " (NOT pinned: fewer than 2 CPUs)",
+                     " as SCHED_BATCH tasks (they take turns in whole time slices rather than "
+                     "preempting each other at every message; bench/run.py pinned() says why)"
+                     if BATCH else ""))
     lines.append("")
     lines.append("Backend: bench/fakepyro.c. TLS 1.3, ECDSA P-256 server and client certificates "
                  "from one CA, client certificate required by every peer; pyroguard also decodes "
