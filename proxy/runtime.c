@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 #include <uv.h>
 
+#include "alloc.h"
 #include "admin.h"
 #include "generation.h"
 #include "log.h"
@@ -232,7 +233,7 @@ static void watch_file(runtime_t *rt, const char *path, uint64_t interval)
 {
     if (path == NULL || rt->n_watches == MAX_WATCHED_FILES)
         return;
-    watch_t *w = calloc(1, sizeof(*w));
+    watch_t *w = pg_calloc(1, sizeof(*w));
     if (w == NULL)
         return;
     w->rt = rt;
@@ -422,6 +423,8 @@ static void log_listening(const config_t *cfg, unsigned workers)
 static int open_everything(runtime_t *rt, int *fds)
 {
     const config_t *cfg = &rt->gen->cfg;
+    if (!server_check_listeners_free(cfg))
+        return 0;
     for (unsigned w = 0; w < rt->n_workers; w++) {
         if (!server_open_listeners(cfg, fds + (size_t)w * cfg->n_listeners)) {
             for (size_t i = 0; i < (size_t)w * cfg->n_listeners; i++)
@@ -516,9 +519,9 @@ int runtime_run(const char *config_path)
     rt.proc.boringssl_version = "BoringSSL"; /* it has no version of its own to report */
     rt.proc.libuv_version = uv_version_string();
     rt.n_workers = cfg->workers ? (unsigned)cfg->workers : sys_cpu_count();
-    rt.workers = calloc(rt.n_workers, sizeof(*rt.workers));
-    rt.probes = calloc(cfg->n_listeners, sizeof(*rt.probes));
-    fds = calloc((size_t)rt.n_workers * cfg->n_listeners, sizeof(*fds));
+    rt.workers = pg_calloc(rt.n_workers, sizeof(*rt.workers));
+    rt.probes = pg_calloc(cfg->n_listeners, sizeof(*rt.probes));
+    fds = pg_calloc((size_t)rt.n_workers * cfg->n_listeners, sizeof(*fds));
     if (rt.workers == NULL || rt.probes == NULL || fds == NULL || uv_loop_init(&rt.loop) != 0) {
         log_msg(LOG_ERROR, "startup_failed", "out of memory");
         goto free_memory;

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "conn.h"
 #include "log.h"
 
@@ -38,6 +39,49 @@ static int open_one(const config_listener_t *lc, int *out)
     }
     *out = fd;
     return 0;
+}
+
+/* port_taken says whether another socket already listens on |lc|'s address: a probe bound
+ * without SO_REUSEPORT fails with EADDRINUSE if so (SO_REUSEADDR keeps TIME_WAIT remnants of a
+ * previous run from counting). Returns 0 (free), or a negative errno. */
+static int port_taken(const config_listener_t *lc)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&lc->listen.addr;
+    socklen_t len =
+        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int one = 1;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (sa->sa_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, sa, len) != 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
+int server_check_listeners_free(const config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        int r = port_taken(&cfg->listeners[i]);
+        if (r == 0)
+            continue;
+        log_line_t line;
+        log_begin(&line, LOG_ERROR, "listen_failed");
+        log_str(&line, "listener", cfg->listeners[i].name);
+        log_str(&line, "listen", cfg->listeners[i].listen.text);
+        log_str(&line, "detail",
+                r == UV_EADDRINUSE ? "address already in use: another process listens there "
+                                     "(pyroguard does not share a port through SO_REUSEPORT "
+                                     "with anything but its own workers)"
+                                   : uv_strerror(r));
+        log_end(&line);
+        return 0;
+    }
+    return 1;
 }
 
 int server_open_listeners(const config_t *cfg, int *fds)
@@ -241,7 +285,7 @@ int server_init(server_t *srv, unsigned index, generation_t *gen, const int *fds
     }
     uv_mutex_init(&srv->mailbox_lock);
     srv->metrics = metrics_shard_new();
-    srv->listeners = calloc(cfg->n_listeners, sizeof(*srv->listeners));
+    srv->listeners = pg_calloc(cfg->n_listeners, sizeof(*srv->listeners));
     if (srv->metrics == NULL || srv->listeners == NULL ||
         uv_async_init(srv->loop, &srv->wake, on_wake) != 0)
         goto close_fds;

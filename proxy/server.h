@@ -66,6 +66,13 @@ struct server {
     metrics_shard_t *metrics;
 };
 
+/* server_check_listeners_free returns 1 if no other socket listens on any listener's address,
+ * else logs listen_failed and returns 0. Run before server_open_listeners: the workers' sockets
+ * share their port through SO_REUSEPORT, which the kernel would also let them share with any
+ * other process of the same user already listening there (a stale pyroguard, another program),
+ * silently splitting the connections between them. */
+int server_check_listeners_free(const config_t *cfg);
+
 /* server_open_listeners binds and listens on every listener of |cfg| with SO_REUSEPORT,
  * writing the fds to |fds| (n_listeners of them). Returns 1, or 0 after logging which listener
  * failed (every fd opened is closed). Called by the control thread, once per worker, before

@@ -377,3 +377,27 @@ def test_check_accepts_valid_operations_keys(confdir, extra):
     (confdir / CFG).write_text(GOOD + extra)
     p = check(confdir)
     assert (p.returncode, p.stderr) == (0, ""), p.stderr
+
+
+def test_a_port_another_process_already_listens_on_stops_startup_instead_of_being_shared(
+        tmp_path, certs):
+    """pyroguard's workers share their port through SO_REUSEPORT, which Linux would also let them
+    share with any other process of the same user listening there — a stale pyroguard, another
+    proxy — each getting a part of the connections. pyroguard refuses to start instead."""
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(16)
+        port = squatter.getsockname()[1]
+        pg = Pyroguard(tmp_path, certs, backend_port=1,
+                       overrides={"listeners": [{"name": "app", "listen": "127.0.0.1:%d" % port,
+                                                 "backend": "127.0.0.1:1"}]})
+        pg.write_config()
+        p = run_pyroguard(pg.config_path)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        [failed] = [l for l in json_lines(p.stderr) if l.get("event") == "listen_failed"]
+        assert failed["listener"] == "app" and failed["listen"] == "127.0.0.1:%d" % port
+        assert failed["detail"].startswith("address already in use: another process listens"), \
+            failed
+        assert not [l for l in json_lines(p.stderr) if l.get("event") == "listening"], p.stderr
