@@ -8,6 +8,7 @@
 
 #include <openssl/mem.h>
 
+#include "alloc.h"
 #include "log.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -588,7 +589,7 @@ static void on_rejected_closed(uv_handle_t *h)
  * backlog instead of waiting there. */
 static void reject_client(admin_t *a)
 {
-    uv_tcp_t *t = malloc(sizeof(*t));
+    uv_tcp_t *t = pg_malloc(sizeof(*t));
     if (t == NULL)
         return;
     if (uv_tcp_init(a->loop, t) != 0) {
@@ -621,7 +622,7 @@ static void on_connection(uv_stream_t *s, int status)
         reject_client(a);
         return;
     }
-    admin_client_t *c = malloc(sizeof(*c));
+    admin_client_t *c = pg_malloc(sizeof(*c));
     if (c == NULL) {
         reject_client(a);
         return;
@@ -660,7 +661,7 @@ admin_t *admin_start_ex(uv_loop_t *loop, const config_addr_t *addr, admin_ready_
                         admin_render_fn render, void *arg, uint64_t timeout_ms)
 {
     log_line_t l;
-    admin_t *a = calloc(1, sizeof(*a));
+    admin_t *a = pg_calloc(1, sizeof(*a));
     if (a == NULL) {
         log_msg(LOG_ERROR, "admin_failed", "out of memory");
         return NULL;

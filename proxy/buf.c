@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 void buf_init(buf_t *b, size_t max)
 {
     memset(b, 0, sizeof(*b));
@@ -37,7 +39,7 @@ static int buf_make_room(buf_t *b, size_t n)
     }
     if (want > b->max && b->max >= used + n)
         want = b->max;
-    uint8_t *p = realloc(b->data, want);
+    uint8_t *p = pg_realloc(b->data, want);
     if (p == NULL)
         return 0;
     b->data = p;

@@ -11,6 +11,7 @@
 #include <uv.h>
 #include <yaml.h>
 
+#include "alloc.h"
 #include "frame.h"
 
 /* ---- parse context -------------------------------------------------------------------- */
@@ -71,7 +72,7 @@ void config_error(config_errors_t *errs, const char *file, config_mark_t mark, c
         snprintf(line, sizeof(line), "%s:%d:%d: %s: %s", file, mark.line, mark.col, path, reason);
     else
         snprintf(line, sizeof(line), "%s:%d:%d: %s", file, mark.line, mark.col, reason);
-    errs->lines[errs->n] = strdup(line);
+    errs->lines[errs->n] = pg_strdup(line);
     if (errs->lines[errs->n] != NULL)
         errs->n++;
     else
@@ -192,7 +193,7 @@ static int parse_string(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const ch
         cfg_err(ctx, node, path, "must not be empty");
         return 0;
     }
-    char *copy = strdup(s);
+    char *copy = pg_strdup(s);
     if (copy == NULL) {
         cfg_err(ctx, node, path, "out of memory");
         return 0;
@@ -214,7 +215,7 @@ static int parse_file(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char
         return 0;
     }
     size_t n = strlen(ctx->base_dir) + 1 + strlen(s) + 1;
-    char *full = malloc(n);
+    char *full = pg_malloc(n);
     if (full == NULL) {
         cfg_err(ctx, node, path, "out of memory");
         return 0;
@@ -477,7 +478,7 @@ static int parse_addr(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char
                 "invalid address '%s' (expected IP:port or [IPv6]:port, port 1-65535)", s);
         return 0;
     }
-    char *copy = strdup(s);
+    char *copy = pg_strdup(s);
     if (copy == NULL) {
         cfg_err(ctx, node, path, "out of memory");
         return 0;
@@ -547,7 +548,7 @@ static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
         cfg_err(ctx, node, path, "at most %d listeners are supported", CONFIG_MAX_LISTENERS);
         return 0;
     }
-    cfg->listeners = calloc(n, sizeof(*cfg->listeners));
+    cfg->listeners = pg_calloc(n, sizeof(*cfg->listeners));
     if (cfg->listeners == NULL) {
         cfg_err(ctx, node, path, "out of memory");
         return 0;
@@ -651,7 +652,7 @@ static int add_hex(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const char 
     }
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 8;
-        char **n = realloc(l->items, ncap * sizeof(*n));
+        char **n = pg_realloc(l->items, ncap * sizeof(*n));
         if (n == NULL) {
             cfg_err(ctx, item, path, "out of memory");
             return 0;
@@ -659,7 +660,7 @@ static int add_hex(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const char 
         l->items = n;
         l->cap = ncap;
     }
-    l->items[l->n] = strdup(norm);
+    l->items[l->n] = pg_strdup(norm);
     if (l->items[l->n] == NULL) {
         cfg_err(ctx, item, path, "out of memory");
         return 0;
@@ -698,7 +699,7 @@ static int add_joined(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const ch
         cfg_err(ctx, item, path, "must not be empty");
         return 0;
     }
-    char *grown = realloc(j->joined, j->len + n + 2);
+    char *grown = pg_realloc(j->joined, j->len + n + 2);
     if (grown == NULL) {
         cfg_err(ctx, item, path, "out of memory");
         return 0;
@@ -771,7 +772,7 @@ static int add_pattern(cfg_ctx_t *ctx, yaml_node_t *item, const char *s, const c
     }
     if (l->n == st->cap) {
         size_t ncap = st->cap ? st->cap * 2 : 4;
-        pattern_t *n = realloc(l->items, ncap * sizeof(*n));
+        pattern_t *n = pg_realloc(l->items, ncap * sizeof(*n));
         if (n == NULL) {
             pattern_free(&p);
             cfg_err(ctx, item, path, "out of memory");
@@ -882,7 +883,7 @@ static int parse_access(cfg_ctx_t *ctx, yaml_node_t *node, config_access_t **out
     }
     if (n == 0)
         return 1;
-    *out = calloc(n, sizeof(**out));
+    *out = pg_calloc(n, sizeof(**out));
     if (*out == NULL) {
         cfg_err(ctx, node, path, "out of memory");
         return 0;
@@ -969,8 +970,8 @@ static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const c
     }
     if (n == 0)
         return 1;
-    cfg->clients = calloc(n, sizeof(*cfg->clients));
-    cfg->screens = calloc(n, sizeof(*cfg->screens));
+    cfg->clients = pg_calloc(n, sizeof(*cfg->clients));
+    cfg->screens = pg_calloc(n, sizeof(*cfg->screens));
     if (cfg->clients == NULL || cfg->screens == NULL) {
         cfg_err(ctx, node, path, "out of memory");
         return 0;
@@ -1354,9 +1355,11 @@ int config_load_buffer(const char *name, const char *base_dir, const uint8_t *da
     int ok = 0;
 
     config_init(cfg);
-    cfg->file = strdup(name);
-    if (cfg->file == NULL)
+    cfg->file = pg_strdup(name);
+    if (cfg->file == NULL) {
+        config_error(errs, name, (config_mark_t){0, 0}, "", "out of memory");
         return 0;
+    }
     if (!check_depth(name, data, len, errs))
         return 0;
     if (!yaml_parser_initialize(&parser)) {
@@ -1415,7 +1418,7 @@ int config_load(const char *path, config_t *cfg, config_errors_t *errs)
         config_error(errs, path, (config_mark_t){0, 0}, "", "cannot open: %s", strerror(errno));
         return 0;
     }
-    data = malloc(CONFIG_MAX_FILE_SIZE + 1);
+    data = pg_malloc(CONFIG_MAX_FILE_SIZE + 1);
     if (data == NULL) {
         config_error(errs, path, (config_mark_t){0, 0}, "", "out of memory");
         goto close_file;
@@ -1430,7 +1433,7 @@ int config_load(const char *path, config_t *cfg, config_errors_t *errs)
                      CONFIG_MAX_FILE_SIZE);
         goto free_data;
     }
-    dir = strdup(path);
+    dir = pg_strdup(path);
     if (dir == NULL)
         goto free_data;
     char *slash = strrchr(dir, '/');

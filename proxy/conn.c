@@ -11,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/mem.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "frame.h"
 #include "identity.h"
@@ -451,7 +452,7 @@ static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
         p += sent;
         n -= (size_t)sent;
     }
-    wreq_t *w = malloc(sizeof(*w) + n);
+    wreq_t *w = pg_malloc(sizeof(*w) + n);
     if (w == NULL)
         return 0;
     w->c = c;
@@ -1183,7 +1184,7 @@ static void peer_name(uv_tcp_t *t, char *out, size_t out_len);
 /* reject accepts one pending connection and closes it at once, so it leaves the backlog. */
 static void reject(listener_t *l, const char *reason)
 {
-    uv_tcp_t *t = malloc(sizeof(*t));
+    uv_tcp_t *t = pg_malloc(sizeof(*t));
     if (t == NULL)
         return;
     if (uv_tcp_init(l->srv->loop, t) != 0) {
@@ -1261,7 +1262,7 @@ void conn_accept(listener_t *l)
         reject(l, "max_connections");
         return;
     }
-    conn_t *c = calloc(1, sizeof(*c));
+    conn_t *c = pg_calloc(1, sizeof(*c));
     if (c == NULL) {
         __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
         reject(l, "out_of_memory");

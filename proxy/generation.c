@@ -4,11 +4,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "tls.h"
 
 generation_t *generation_load(const char *path, uint64_t id, config_errors_t *errs)
 {
-    generation_t *g = calloc(1, sizeof(*g));
+    generation_t *g = pg_calloc(1, sizeof(*g));
     if (g == NULL) {
         config_error(errs, path, (config_mark_t){0, 0}, "", "out of memory");
         return NULL;

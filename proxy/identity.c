@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "alloc.h"
 #include "pattern.h"
 
 /* While reading, values are kept as offsets into a growing pool; they become pointers once
@@ -58,7 +59,7 @@ static int add_value(reader_t *r, identity_field_t f, const uint8_t *p, size_t n
         size_t ncap = r->pool_cap ? r->pool_cap * 2 : 512;
         while (ncap < r->pool_len + n + 1)
             ncap *= 2;
-        char *grown = realloc(id->pool, ncap);
+        char *grown = pg_realloc(id->pool, ncap);
         if (grown == NULL) {
             snprintf(r->err, r->err_len, "out of memory");
             return 0;
@@ -204,7 +205,7 @@ static char *name_oneline(const X509_NAME *name)
     if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
         const uint8_t *data;
         size_t len;
-        if (BIO_mem_contents(bio, &data, &len) && (out = malloc(len + 1)) != NULL) {
+        if (BIO_mem_contents(bio, &data, &len) && (out = pg_malloc(len + 1)) != NULL) {
             for (size_t i = 0; i < len; i++)
                 out[i] = (data[i] < 0x20 || data[i] == 0x7f) ? '?' : (char)data[i];
             out[len] = '\0';

@@ -6,6 +6,7 @@
 
 #include <zlib.h>
 
+#include "alloc.h"
 #include "decode.h"
 
 void inspect_init(inspect_t *in)
@@ -55,7 +56,7 @@ static int inflate_payload(inspect_t *in, CBS payload, size_t max, const char **
     }
     if (cap > max + 1)
         cap = max + 1;
-    uint8_t *out = malloc(cap);
+    uint8_t *out = pg_malloc(cap);
     if (out == NULL) {
         *out_reason = "inflate_failed";
         goto end_inflate;
@@ -70,7 +71,7 @@ static int inflate_payload(inspect_t *in, CBS payload, size_t max, const char **
                 goto free_out;
             }
             size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
-            uint8_t *n = realloc(out, ncap);
+            uint8_t *n = pg_realloc(out, ncap);
             if (n == NULL) {
                 *out_reason = "inflate_failed";
                 goto free_out;

@@ -31,6 +31,7 @@
  * Strings are scanned twice: once to validate them and measure the decoded length (plain
  * ASCII runs eight bytes at a time), then copied in one piece, or decoded escape by escape
  * when they hold a backslash. */
+#include "alloc.h"
 #include "decode.h"
 
 #include <stdlib.h>
@@ -133,7 +134,7 @@ static int push(json_parser_t *p, value_t *v)
         size_t cap = p->stack_cap ? p->stack_cap * 2 : 64;
         if (cap < p->stack_cap || cap > SIZE_MAX / sizeof(*p->stack))
             return fail(p, "out of memory");
-        value_t **s = realloc(p->stack, cap * sizeof(*s));
+        value_t **s = pg_realloc(p->stack, cap * sizeof(*s));
         if (s == NULL)
             return fail(p, "out of memory");
         p->stack = s;

@@ -8,6 +8,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "alloc.h"
 #include "call.h"
 #include "config.h"
 #include "explain.h"
@@ -95,7 +96,7 @@ static uint8_t *read_file(const char *path, size_t max, size_t *out_len)
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return NULL;
-    uint8_t *data = malloc(max + 1);
+    uint8_t *data = pg_malloc(max + 1);
     size_t len = data ? fread(data, 1, max + 1, f) : 0;
     fclose(f);
     if (data == NULL || len > max) {

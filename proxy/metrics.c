@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 /* ---- label tables ----------------------------------------------------------------------- */
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
@@ -188,7 +190,7 @@ static uint64_t get(const uint64_t *x)
 
 metrics_shard_t *metrics_shard_new(void)
 {
-    return calloc(1, sizeof(metrics_shard_t));
+    return pg_calloc(1, sizeof(metrics_shard_t));
 }
 
 void metrics_shard_free(metrics_shard_t *s)
@@ -256,7 +258,7 @@ static uint64_t *rule_counts(metrics_shard_t *s, const char *name)
     if (s->n_rules >= METRICS_MAX_RULES)
         return s->rule_other;
     size_t len = strlen(name);
-    rule_entry_t *e = malloc(sizeof(*e) + len + 1);
+    rule_entry_t *e = pg_malloc(sizeof(*e) + len + 1);
     if (e == NULL)
         return s->rule_other;
     memset(e->count, 0, sizeof(e->count));
@@ -451,7 +453,7 @@ static int push_row(rule_rows_t *r, const rule_entry_t *e)
         size_t cap = r->cap ? r->cap * 2 : 64;
         if (cap > SIZE_MAX / sizeof(*r->rows))
             return 0;
-        rule_row_t *rows = realloc(r->rows, cap * sizeof(*rows));
+        rule_row_t *rows = pg_realloc(r->rows, cap * sizeof(*rows));
         if (rows == NULL)
             return 0;
         r->rows = rows;

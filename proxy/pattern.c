@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 static int is_sep(char c)
 {
     return c == '/' || c == '.';
@@ -38,7 +40,7 @@ static int check_text(const char *text, char *err, size_t err_len)
 
 static int set_written(pattern_t *p, const char *text, char *err, size_t err_len)
 {
-    p->written = strdup(text);
+    p->written = pg_strdup(text);
     if (p->written == NULL) {
         snprintf(err, err_len, "out of memory");
         return 0;
@@ -93,7 +95,7 @@ int pattern_compile_glob(pattern_t *p, const char *text, int nocase, char *err, 
     if (!check_text(text, err, err_len))
         return 0;
     size_t n = strlen(text);
-    p->text = malloc(n + 1);
+    p->text = pg_malloc(n + 1);
     if (p->text == NULL || !set_written(p, text, err, err_len)) {
         snprintf(err, err_len, "out of memory");
         pattern_free(p);
@@ -165,7 +167,7 @@ static int compile_ip_text(pattern_t *p, const char *text, char *err, size_t err
                                                        : 0;
     if (af == 0 || inet_ntop(af, addr, canon, sizeof(canon)) == NULL)
         return 1;
-    char *copy = strdup(canon);
+    char *copy = pg_strdup(canon);
     if (copy == NULL) {
         snprintf(err, err_len, "out of memory");
         pattern_free(p);
@@ -277,7 +279,7 @@ int pattern_compile_hex(pattern_t *p, const char *text, size_t exact_digits, cha
         return 0;
     }
     p->kind = PATTERN_HEX;
-    p->text = strdup(norm);
+    p->text = pg_strdup(norm);
     if (p->text == NULL || !set_written(p, text, err, err_len)) {
         snprintf(err, err_len, "out of memory");
         pattern_free(p);

@@ -22,6 +22,7 @@
  * values and string bytes (also those left in the input) as the arena allows. `\N{...}`
  * escapes in str literals are refused: the Unicode name database is not here, and serpent
  * never writes them. */
+#include "alloc.h"
 #include "decode.h"
 
 #include <stdlib.h>
@@ -55,7 +56,7 @@ static int sbuf_reserve(sbuf_t *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
-    uint8_t *p = realloc(b->p, cap);
+    uint8_t *p = pg_realloc(b->p, cap);
     if (p == NULL)
         return 0;
     b->p = p;
@@ -712,7 +713,7 @@ static int push(parser_t *P, value_t *v)
 {
     if (P->nstack == P->capstack) {
         size_t cap = P->capstack * 2;
-        value_t **s = malloc(cap * sizeof(*s));
+        value_t **s = pg_malloc(cap * sizeof(*s));
         if (s == NULL)
             return fail(P, "out of memory");
         memcpy(s, P->stack, P->nstack * sizeof(*s));
@@ -808,7 +809,7 @@ static int big_reserve(big_t *b, size_t cap)
         return 1;
     if (cap > SIZE_MAX / sizeof(uint32_t))
         return 0;
-    uint32_t *d = calloc(cap, sizeof(uint32_t));
+    uint32_t *d = pg_calloc(cap, sizeof(uint32_t));
     if (d == NULL)
         return 0;
     memcpy(d, b->d, b->n * sizeof(uint32_t));
@@ -1173,7 +1174,7 @@ static int set_dedupe(parser_t *P, size_t base, size_t n, size_t kbase)
 {
     if (n < 2)
         return 1;
-    keyref_t *refs = malloc(n * sizeof(*refs));
+    keyref_t *refs = pg_malloc(n * sizeof(*refs));
     if (refs == NULL)
         return fail(P, "out of memory");
     for (size_t i = 0; i < n; i++) {

@@ -21,6 +21,8 @@
 
 #include <openssl/bytestring.h>
 
+#include "alloc.h"
+
 /* getpwnam_r/getgrnam_r buffers start at sysconf's hint (16 KiB when it gives none) and double
  * on ERANGE (a group listing thousands of members), up to this cap. */
 #define SYS_LOOKUP_BUF_DEFAULT (16 * 1024)
@@ -203,7 +205,7 @@ static int lookup_user(const char *name, uid_t *out_uid, gid_t *out_gid, char *w
 
     for (;;) {
         struct passwd pw, *found = NULL;
-        char *buf = malloc(size);
+        char *buf = pg_malloc(size);
         if (buf == NULL) {
             set_why(why, why_len, "out of memory looking up user '%s'", name);
             return -1;
@@ -234,7 +236,7 @@ static int lookup_group(const char *name, gid_t *out_gid, char *why, size_t why_
 
     for (;;) {
         struct group gr, *found = NULL;
-        char *buf = malloc(size);
+        char *buf = pg_malloc(size);
         if (buf == NULL) {
             set_why(why, why_len, "out of memory looking up group '%s'", name);
             return -1;

@@ -19,6 +19,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "alloc.h"
 #include "pattern.h"
 
 /* BoringSSL's PEM layer hands the password callback a PEM_BUFSIZE buffer, so a longer password
@@ -291,7 +292,7 @@ static int load_pkcs12(SSL_CTX *ctx, const config_t *cfg, config_errors_t *errs)
     int ok = 0;
 
     memset(&pw, 0, sizeof(pw));
-    der = malloc(TLS_MAX_PKCS12);
+    der = pg_malloc(TLS_MAX_PKCS12);
     if (der == NULL) {
         config_error(errs, cfg->file, f->mark, "tls.pkcs12", "out of memory");
         goto wipe_password;
@@ -631,7 +632,7 @@ static int check_deny_lists(SSL *ssl, X509_STORE_CTX *store_ctx)
         return 1;
     if (SSL_get_ex_data(ssl, g_denial_idx) == NULL) {
         /* Out of memory leaves the refusal without its detail, not without the refusal. */
-        char *kept = strdup(why);
+        char *kept = pg_strdup(why);
         if (kept != NULL && !SSL_set_ex_data(ssl, g_denial_idx, kept))
             free(kept);
     }

@@ -5,6 +5,7 @@
 
 #include <uv.h>
 
+#include "alloc.h"
 #include "buf.h"
 
 typedef struct {
@@ -91,7 +92,7 @@ BIO *tlsbio_new(size_t in_max, size_t out_max)
     uv_once(&g_method_once, make_method);
     if (g_method == NULL)
         return NULL;
-    tlsbio_t *t = malloc(sizeof(*t));
+    tlsbio_t *t = pg_malloc(sizeof(*t));
     BIO *bio = t != NULL ? BIO_new(g_method) : NULL;
     if (bio == NULL) {
         free(t);

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 /* The arena is a list of chunks; each allocation bumps within the newest chunk. */
 struct value_chunk {
     value_chunk_t *next;
@@ -77,7 +79,7 @@ void *value_alloc(value_arena_t *a, size_t n)
             size = c->size * 2;
         if (size > SIZE_MAX - sizeof(*c))
             return NULL;
-        value_chunk_t *nc = malloc(sizeof(*nc) + size);
+        value_chunk_t *nc = pg_malloc(sizeof(*nc) + size);
         if (nc == NULL)
             return NULL;
         nc->next = c;
