@@ -377,6 +377,8 @@ static void on_signal(uv_signal_t *sig, int signum)
     runtime_t *rt = sig->data;
     log_line_t l;
 
+    if (rt->stopping || rt->closing)
+        return; /* already on the way out (a failed start, or stop_now) */
     if (signum == SIGHUP) {
         reload(rt, "SIGHUP");
         return;
@@ -459,7 +461,8 @@ static int harden(const config_t *cfg)
 }
 
 /* init_control initialises every handle of the control loop (close_control closes them all,
- * whatever happens next); start_control starts them once the workers run. */
+ * whatever happens next) and starts catching signals; start_control starts the rest once the
+ * workers run. */
 static void init_control(runtime_t *rt)
 {
     uv_async_init(&rt->loop, &rt->worker_done, on_worker_done);
@@ -478,13 +481,17 @@ static void init_control(runtime_t *rt)
         uv_timer_init(&rt->loop, &rt->probes[i].timeout);
         rt->probes[i].timeout.data = &rt->probes[i];
     }
+    /* Signals are caught from here on, before any listener opens: one that arrives while the
+     * workers start (an orchestrator stopping the pod at once) waits in libuv's queue and
+     * starts a drain when the loop runs, instead of killing the process with its connections
+     * by the default action. */
+    uv_signal_start(&rt->sig_hup, on_signal, SIGHUP);
+    uv_signal_start(&rt->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&rt->sig_int, on_signal, SIGINT);
 }
 
 static void start_control(runtime_t *rt)
 {
-    uv_signal_start(&rt->sig_hup, on_signal, SIGHUP);
-    uv_signal_start(&rt->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&rt->sig_int, on_signal, SIGINT);
     /* Readiness is only asked through the admin endpoint; without it nobody dials the
      * backends but the clients' connections. */
     if (rt->gen->cfg.admin.enabled)
