@@ -4,7 +4,7 @@ CMAKE_FLAGS ?=
 PY := /usr/bin/python3
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps demo test test-unit test-integration test-deploy test-container bench-smoke test-asan test-tsan fuzz-smoke bench clean format
+.PHONY: all build deps demo test test-unit test-integration test-deploy test-container bench-smoke test-asan test-valgrind test-tsan fuzz-smoke bench clean format
 
 all: build
 
@@ -58,6 +58,18 @@ test-asan: deps
 	@# they would only repeat what the sanitized unit tests and the fuzzers already cover.
 	@PYROGUARD_BIN=$(CURDIR)/build-asan/pyroguard VALUE_DUMP_BIN=$(CURDIR)/build-asan/value_dump \
 		PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration -k "not decoder_matches_python"
+
+# The integration smoke (calls in every serializer, then the refusals of raw frames) with
+# pyroguard under valgrind memcheck (tests/tools/valgrind-pyroguard.sh): an invalid access, a
+# use of uninitialised memory or a definite leak at exit makes pyroguard exit 99 and fails the
+# test that ran it. A Debug build, so that reports name lines.
+test-valgrind: deps
+	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@cmake --build build-valgrind -j2 --target pyroguard value_dump
+	@PYROGUARD_BIN=$(CURDIR)/tests/tools/valgrind-pyroguard.sh \
+		PYROGUARD_VALGRIND_TARGET=$(CURDIR)/build-valgrind/pyroguard \
+		VALUE_DUMP_BIN=$(CURDIR)/build-valgrind/value_dump PYROGUARD_SANITIZED=1 \
+		$(PY) -m pytest -q tests/integration/test_allowed_calls.py tests/integration/test_raw_frames.py
 
 # The tests that exercise the worker threads and the control thread (reload, drain, admin,
 # metrics, limits) with ThreadSanitizer in the proxy; a data race report fails the test.

@@ -17,6 +17,7 @@ PACKAGES=(
   openssl
   clang libclang-rt-14-dev
   yamllint python3-yaml
+  valgrind
 )
 case "${1:-}" in
   --container) PACKAGES+=(podman buildah debootstrap runc catatonit podman-compose) ;;
