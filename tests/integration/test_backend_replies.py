@@ -94,16 +94,11 @@ def test_a_reply_that_arrives_in_pieces_split_inside_its_header_reaches_the_clie
     assert not stack.pg.logs(event="backend_protocol_error")
 
 
-def test_a_reply_nobody_asked_for_closes_the_connection_after_the_good_reply_before_it(
-        make_stack):
-    stack = make_stack(backend=False)
-    good = result(1, b"'fine'")
-    extra = result(2, b"'unasked'")
-
+def call_then_read_until_closed(stack, answer):
+    """CONNECT (answered CONNECTOK), then one INVOKE answered with the bytes |answer| in one send;
+    returns what the client read until pyroguard closed the connection."""
     def script(i, frame):
-        if i == 0:
-            return [connectok(0)]
-        return [good + extra]  # one read: a whole good reply, then one without a request
+        return [connectok(0)] if i == 0 else [answer]
 
     backend = RawBackend(stack.backend.port, script)
     try:
@@ -112,11 +107,20 @@ def test_a_reply_nobody_asked_for_closes_the_connection_after_the_good_reply_bef
             recv_frames(s, 1)
             s.sendall(INVOKE)
             data, how = read_until_closed(s)
-        assert how in ("eof", "reset") or how.startswith("tls_error"), how
-        frames = parse_pyro4_frames(data)
-        assert [f.get("raw") for f in frames] == [good], "only the reply that was asked for"
     finally:
         backend.close()
+    assert how in ("eof", "reset") or how.startswith("tls_error"), how
+    return data
+
+
+def test_a_reply_nobody_asked_for_closes_the_connection_after_the_good_reply_before_it(
+        make_stack):
+    stack = make_stack(backend=False)
+    good = result(1, b"'fine'")
+    # One read: a whole good reply, then one without a request.
+    data = call_then_read_until_closed(stack, good + result(2, b"'unasked'"))
+    frames = parse_pyro4_frames(data)
+    assert [f.get("raw") for f in frames] == [good], "only the reply that was asked for"
     [line] = stack.pg.wait_log(event="backend_protocol_error")
     assert line["detail"] == "reply without a request"
     wait_until(lambda: stack.pg.logs(event="conn_close", reason="backend_protocol_error"), 10,
@@ -127,22 +131,6 @@ def test_a_garbled_header_after_a_good_reply_closes_the_connection_and_the_good_
         make_stack):
     stack = make_stack(backend=False)
     good = result(1, b"'fine'")
-    garbage = b"HTTP/1.1 500 Internal Server Error\r\n\r\n"
-
-    def script(i, frame):
-        if i == 0:
-            return [connectok(0)]
-        return [good + garbage]
-
-    backend = RawBackend(stack.backend.port, script)
-    try:
-        with stack.tls_socket() as s:
-            s.sendall(CONNECT)
-            recv_frames(s, 1)
-            s.sendall(INVOKE)
-            data, how = read_until_closed(s)
-        assert how in ("eof", "reset") or how.startswith("tls_error"), how
-        assert data == good, "the good reply whole, and not one byte of what followed it"
-    finally:
-        backend.close()
+    data = call_then_read_until_closed(stack, good + b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    assert data == good, "the good reply whole, and not one byte of what followed it"
     stack.pg.wait_log(event="backend_protocol_error")
