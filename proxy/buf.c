@@ -92,6 +92,11 @@ size_t buf_room(const buf_t *b)
     return b->max - buf_len(b);
 }
 
+void buf_reset(buf_t *b)
+{
+    b->off = b->len = 0;
+}
+
 void buf_consume(buf_t *b, size_t n)
 {
     size_t used = buf_len(b);

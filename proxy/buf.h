@@ -46,6 +46,9 @@ size_t buf_len(const buf_t *b);
 /* buf_room returns how many more bytes may be appended before the cap is reached. */
 size_t buf_room(const buf_t *b);
 
+/* buf_reset drops every byte and keeps the storage, for a buffer about to be refilled. */
+void buf_reset(buf_t *b);
+
 /* buf_consume drops |n| bytes (at most buf_len) from the front. */
 void buf_consume(buf_t *b, size_t n);
 

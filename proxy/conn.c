@@ -473,16 +473,18 @@ static int conn_write(conn_t *c, int to_backend, const uint8_t *p, size_t n)
     return 1;
 }
 
-/* conn_flush_tls sends whatever BoringSSL has written (records, alerts) to the client. The
- * buffer is kept only while a reply is still streaming through. */
+/* conn_flush_tls sends whatever BoringSSL has written (records, alerts) to the client. With no
+ * message in progress either way, the ciphertext buffers are freed (an idle connection keeps
+ * none); while one streams through they are reused, so a large message costs no allocation per
+ * read. */
 static void conn_flush_tls(conn_t *c)
 {
     size_t len;
     const uint8_t *data = tlsbio_out(c->net, &len);
-    if (len == 0)
-        return;
-    int ok = conn_write(c, 0, data, len);
-    tlsbio_out_clear(c->net, c->s2c_left > 0);
+    int ok = len == 0 || conn_write(c, 0, data, len);
+    tlsbio_out_clear(c->net);
+    if (c->s2c_left == 0 && c->s2c_hdr_len == 0 && buf_len(&c->c2s) == 0)
+        tlsbio_trim(c->net);
     if (!ok && c->state != CONN_CLOSING)
         conn_close(c, "client_write_error");
 }

@@ -29,9 +29,10 @@ static int tlsbio_read(BIO *bio, char *out, int outl)
         return 0;
     size_t take = have < (size_t)outl ? have : (size_t)outl;
     memcpy(out, buf_peek(&t->in), take);
-    buf_consume(&t->in, take);
-    if (buf_len(&t->in) == 0)
-        buf_cleanup(&t->in); /* nothing held between reads */
+    if (take == have)
+        buf_reset(&t->in); /* storage kept for the next feed; tlsbio_trim frees it */
+    else
+        buf_consume(&t->in, take);
     return (int)take;
 }
 
@@ -130,11 +131,17 @@ size_t tlsbio_held(BIO *bio)
     return t->in.alloc + t->out.alloc;
 }
 
-void tlsbio_out_clear(BIO *bio, int keep_storage)
+void tlsbio_out_clear(BIO *bio)
 {
     tlsbio_t *t = BIO_get_data(bio);
-    if (keep_storage)
-        buf_consume(&t->out, buf_len(&t->out));
-    else
+    buf_reset(&t->out);
+}
+
+void tlsbio_trim(BIO *bio)
+{
+    tlsbio_t *t = BIO_get_data(bio);
+    if (buf_len(&t->in) == 0)
+        buf_cleanup(&t->in);
+    if (buf_len(&t->out) == 0)
         buf_cleanup(&t->out);
 }

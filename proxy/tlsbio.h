@@ -2,10 +2,11 @@
  *
  * pyroguard feeds BoringSSL the ciphertext libuv read and sends what BoringSSL wrote; this BIO
  * holds both directions in buf_t's (buf.h) instead of a pair of BoringSSL memory BIOs, for two
- * reasons measured in bench/RESULTS.md: each buffer's storage is released as soon as it is
- * drained, so an idle connection holds no ciphertext buffers at all (a memory BIO keeps the
- * largest size it ever had, a handshake flight or more), and draining costs nothing (resetting a
- * memory BIO clears its whole capacity with memset, once per reply).
+ * reasons measured in bench/RESULTS.md: the storage of both is released when the connection has
+ * nothing in progress (tlsbio_trim), so an idle connection holds no ciphertext buffers at all (a
+ * memory BIO keeps the largest size it ever had, a handshake flight or more), and draining costs
+ * nothing (resetting a memory BIO clears its whole capacity with memset, once per reply). While
+ * a large message streams through, the storage is kept and reused: no allocation per read.
  *
  * Ownership: tlsbio_new returns a BIO with one reference, which SSL_set_bio(ssl, bio, bio)
  * hands to the SSL (one BIO for both directions); SSL_free then frees it and its buffers. The
@@ -33,12 +34,16 @@ size_t tlsbio_in_pending(BIO *bio);
 /* tlsbio_out returns the bytes BoringSSL wrote and nobody has sent yet, their count in |*len|. */
 const uint8_t *tlsbio_out(BIO *bio, size_t *len);
 
-/* tlsbio_held returns the bytes of storage the BIO's buffers hold allocated (0 when drained):
- * what an idle connection costs here. */
-size_t tlsbio_held(BIO *bio);
+/* tlsbio_out_clear drops all of those bytes (they have been sent or queued elsewhere); the
+ * storage stays for the next write. */
+void tlsbio_out_clear(BIO *bio);
 
-/* tlsbio_out_clear drops all of those bytes (they have been sent or queued elsewhere) and, unless
- * |keep_storage| (more is coming at once: the rest of a large reply), frees the buffer. */
-void tlsbio_out_clear(BIO *bio, int keep_storage);
+/* tlsbio_trim frees the storage of each buffer that is empty: for a connection with nothing in
+ * progress. */
+void tlsbio_trim(BIO *bio);
+
+/* tlsbio_held returns the bytes of storage the BIO's buffers hold allocated (0 after
+ * tlsbio_trim of drained buffers): what an idle connection costs here. */
+size_t tlsbio_held(BIO *bio);
 
 #endif

@@ -1,5 +1,6 @@
 /* Unit tests for proxy/tlsbio.c: the BIO between BoringSSL and a client socket — bytes in
- * order, retries when empty, hard caps both ways, and no memory held once drained. (Every
+ * order, retries when empty, hard caps both ways, storage reused while a message streams and freed
+ * by tlsbio_trim. (Every
  * integration test runs real TLS 1.3 handshakes and calls through it.) */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -64,7 +65,7 @@ static void test_written_bytes_wait_for_the_flush_and_a_write_past_the_cap_fails
      * closes instead of waiting for room that flushing would not make. */
     assert_int_equal(BIO_write(bio, "hi", 2), -1);
     assert_false(BIO_should_retry(bio));
-    tlsbio_out_clear(bio, 0);
+    tlsbio_out_clear(bio);
     tlsbio_out(bio, &len);
     assert_int_equal(len, 0);
     assert_int_equal(BIO_write(bio, "hi", 2), 2);
@@ -74,7 +75,7 @@ static void test_written_bytes_wait_for_the_flush_and_a_write_past_the_cap_fails
     BIO_free(bio);
 }
 
-static void test_a_drained_bio_holds_no_memory(void **state)
+static void test_drained_buffers_are_reused_and_trim_frees_them(void **state)
 {
     BIO *bio = tlsbio_new(1 << 20, 1 << 20);
     assert_non_null(bio);
@@ -82,17 +83,29 @@ static void test_a_drained_bio_holds_no_memory(void **state)
     static uint8_t record[16 * 1024];
     memset(record, 0x17, sizeof(record));
     assert_int_equal(tlsbio_feed(bio, record, sizeof(record)), 1);
-    assert_true(tlsbio_held(bio) >= sizeof(record));
+    size_t held = tlsbio_held(bio);
+    assert_true(held >= sizeof(record));
     static char out[sizeof(record)];
     assert_int_equal(BIO_read(bio, out, sizeof(out)), (int)sizeof(out));
-    assert_int_equal(tlsbio_held(bio), 0); /* read whole: released */
+    /* Read whole: the storage stays for the next record of a message in progress. */
+    assert_int_equal(tlsbio_held(bio), held);
+    assert_int_equal(tlsbio_feed(bio, record, sizeof(record)), 1);
+    assert_int_equal(tlsbio_held(bio), held); /* reused, not grown */
 
     assert_int_equal(BIO_write(bio, record, (int)sizeof(record)), (int)sizeof(record));
-    tlsbio_out_clear(bio, 1); /* more of a reply to come: storage kept */
-    assert_true(tlsbio_held(bio) >= sizeof(record));
-    assert_int_equal(BIO_write(bio, record, 10), 10);
-    tlsbio_out_clear(bio, 0);
-    assert_int_equal(tlsbio_held(bio), 0);
+    tlsbio_out_clear(bio);
+    size_t both = tlsbio_held(bio);
+    assert_int_equal(BIO_write(bio, record, (int)sizeof(record)), (int)sizeof(record));
+    assert_int_equal(tlsbio_held(bio), both); /* the cleared storage is written again */
+    tlsbio_out_clear(bio);
+
+    /* Trim frees only what is empty: the unread input stays. */
+    tlsbio_trim(bio);
+    assert_int_equal(tlsbio_held(bio), held);
+    assert_int_equal(tlsbio_in_pending(bio), sizeof(record));
+    assert_int_equal(BIO_read(bio, out, sizeof(out)), (int)sizeof(out));
+    tlsbio_trim(bio);
+    assert_int_equal(tlsbio_held(bio), 0); /* an idle connection holds nothing here */
     BIO_free(bio);
 }
 
@@ -102,7 +115,7 @@ int main(void)
         cmocka_unit_test(test_fed_bytes_are_read_in_order_and_an_empty_bio_asks_for_a_retry),
         cmocka_unit_test(test_feeding_past_the_cap_is_refused_and_keeps_nothing),
         cmocka_unit_test(test_written_bytes_wait_for_the_flush_and_a_write_past_the_cap_fails),
-        cmocka_unit_test(test_a_drained_bio_holds_no_memory),
+        cmocka_unit_test(test_drained_buffers_are_reused_and_trim_frees_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
