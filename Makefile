@@ -4,7 +4,7 @@ CMAKE_FLAGS ?=
 PY := /usr/bin/python3
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps demo test test-unit test-integration test-deploy test-container bench-smoke test-asan test-valgrind test-tsan fuzz-smoke bench clean format
+.PHONY: all build deps demo test test-unit test-integration test-deploy test-container bench-smoke test-asan test-valgrind test-tsan fuzz-smoke soak bench clean format
 
 all: build
 
@@ -103,6 +103,15 @@ fuzz-smoke:
 		echo "fuzz_$$t: $$(grep -E '^stat::number_of_executed_units' build-fuzz/fuzz-$$t.log)"; \
 		if [ $$rc -ne 0 ]; then tail -60 build-fuzz/fuzz-$$t.log; exit 1; fi; \
 	done
+
+# The soak with faults (tests/soak/soak.py): SOAK_SECONDS of mixed Pyro4 traffic, refused calls,
+# TLS garbage, mid-frame resets, slow readers, daemon kills and reloads against the real binary,
+# then crash, hang, RSS, descriptor and metrics checks. SOAK_SEED=N replays a run;
+# PYROGUARD_BIN=build-asan/pyroguard runs it against the ASan build.
+SOAK_SECONDS ?= 60
+soak: build
+	@PYROGUARD_BIN=$(or $(PYROGUARD_BIN),$(CURDIR)/$(BUILD)/pyroguard) $(PY) tests/soak/soak.py \
+		--duration $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 # pyroguard beside HAProxy, stunnel, nginx and hitch (bench/RESULTS.md, about 25 minutes), then
 # inspection speed per serializer (bench/INSPECT.md) and policy decisions (bench/POLICY.md).
