@@ -129,6 +129,18 @@ def new_proxy(port, serializer, timeout, obj="thing"):
     return p
 
 
+def bind_watched(proxy, wd, what):
+    """Connect |proxy| (CONNECT) under the watchdog: (start time, exception or None, hung)."""
+    t_conn = time.time()
+    wd.begin(what)
+    try:
+        proxy._pyroBind()
+        err = None
+    except Exception as e:
+        err = e
+    return t_conn, err, wd.end()
+
+
 def release(proxy):
     try:
         proxy._pyroRelease()
@@ -283,14 +295,8 @@ def honest_thread(args, rep, wd, rng, stop_at):
             serializer = rng.choice(SERIALIZERS)
             proxy = new_proxy(args.port, serializer, args.timeout)
             left = rng.randrange(1, MAX_PER_CONN + 1)
-            t_conn = time.time()
-            wd.begin("connect %s" % serializer)
-            try:
-                proxy._pyroBind()
-                ok, err = True, None
-            except Exception as e:
-                ok, err = False, e
-            hung = wd.end()
+            t_conn, err, hung = bind_watched(proxy, wd, "connect %s" % serializer)
+            ok = err is None
             if ok and not hung:
                 rep.add("connect_ok")
             else:
@@ -386,14 +392,7 @@ def refused_connect(args, rep, wd, rng, kind):
         proxy = new_proxy(args.port, rng.choice(SERIALIZERS), args.timeout, obj="secret")
     else:
         proxy = new_proxy(args.port, "pickle", args.timeout)
-    t_conn = time.time()
-    wd.begin("refused %s" % kind)
-    try:
-        proxy._pyroBind()
-        err = None
-    except Exception as e:
-        err = e
-    hung = wd.end()
+    t_conn, err, hung = bind_watched(proxy, wd, "refused %s" % kind)
     release(proxy)
     if hung:
         note_refused(rep, kind, "hung", t_conn, err)
@@ -412,14 +411,7 @@ def refused_invokes(args, rep, wd, rng):
     """CONNECT (allowed), 1..3 refused INVOKEs, then an honest echo on the same connection."""
     serializer = rng.choice(SERIALIZERS)
     proxy = new_proxy(args.port, serializer, args.timeout)
-    t_conn = time.time()
-    wd.begin("connect for refusals %s" % serializer)
-    try:
-        proxy._pyroBind()
-        err = None
-    except Exception as e:
-        err = e
-    hung = wd.end()
+    t_conn, err, hung = bind_watched(proxy, wd, "connect for refusals %s" % serializer)
     if hung or err is not None:
         record_connect_failure(rep, err, hung, t_conn, serializer, "connect")
         release(proxy)
