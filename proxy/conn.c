@@ -358,6 +358,21 @@ static void on_linger_timeout(uv_timer_t *t)
 
 static void conn_flush_tls(conn_t *c);
 
+/* conn_handshake_peer_closed ends a handshake the client walked away from: it closed or reset
+ * the connection, or writing our flight to it failed. Counted as a TLS failure (peer_closed),
+ * not as a socket error: no session was ever established. */
+static void conn_handshake_peer_closed(conn_t *c, const char *detail)
+{
+    log_line_t l;
+    log_begin(&l, LOG_INFO, "tls_fail");
+    log_conn_fields(&l, c);
+    log_str(&l, "reason", "peer_closed");
+    log_str(&l, "detail", detail);
+    log_end(&l);
+    metrics_tls_failed(c->srv->metrics, "peer_closed");
+    conn_close(c, "peer_closed");
+}
+
 void conn_close(conn_t *c, const char *reason)
 {
     log_line_t l;
@@ -485,7 +500,11 @@ static void conn_flush_tls(conn_t *c)
     tlsbio_out_clear(c->net);
     if (c->s2c_left == 0 && c->s2c_hdr_len == 0 && buf_len(&c->c2s) == 0)
         tlsbio_trim(c->net);
-    if (!ok && c->state != CONN_CLOSING)
+    if (ok || c->state == CONN_CLOSING)
+        return;
+    if (c->state == CONN_HANDSHAKE)
+        conn_handshake_peer_closed(c, "writing the handshake to the client failed");
+    else
         conn_close(c, "client_write_error");
 }
 
@@ -1118,7 +1137,9 @@ static void conn_handshake(conn_t *c)
     log_str(&l, "detail", detail);
     log_end(&l);
     metrics_tls_failed(c->srv->metrics, reason);
-    conn_flush_tls(c); /* the alert BoringSSL chose: unknown_ca, certificate_expired… */
+    /* conn_close flushes the alert BoringSSL chose (unknown_ca, certificate_expired…) once the
+     * connection is counted under this reason: a client that has already reset would otherwise
+     * make that write fail first and the connection count as a client_write_error. */
     conn_close(c, reason);
 }
 
@@ -1144,16 +1165,8 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     if (nread < 0) {
         if (c->state == CONN_HANDSHAKE) {
-            log_line_t l;
-            log_begin(&l, LOG_INFO, "tls_fail");
-            log_conn_fields(&l, c);
-            log_str(&l, "reason", "peer_closed");
-            log_str(&l, "detail",
-                    nread == UV_EOF ? "connection closed during the handshake"
-                                    : uv_strerror((int)nread));
-            log_end(&l);
-            metrics_tls_failed(c->srv->metrics, "peer_closed");
-            conn_close(c, "peer_closed");
+            conn_handshake_peer_closed(c, nread == UV_EOF ? "connection closed during the handshake"
+                                                          : uv_strerror((int)nread));
             return;
         }
         uv_read_stop(s);

@@ -12,6 +12,7 @@ Real components only, as a user would run them (STYLE.md habit 11):
 Run: /usr/bin/python3 -m pytest tests/integration
 """
 
+import http.client
 import json
 import os
 import re
@@ -504,6 +505,37 @@ def run_client(scenario, port, certs, serializer="serpent", cert="client", ca="c
     assert out, "pyro_client.py printed nothing (rc %s); stderr:\n%s" % (
         p.returncode, p.stderr.decode(errors="replace"))
     return json.loads(out[-1])
+
+
+def with_admin(overrides):
+    """|overrides| plus an admin endpoint on a free port: (overrides, admin_port)."""
+    port = free_port()
+    return deep_merge({"admin": {"listen": "127.0.0.1:%d" % port}}, overrides), port
+
+
+def scrape(admin_port):
+    """GET /metrics parsed by prometheus_client: {(name, sorted labels): value}."""
+    parser = pytest.importorskip(
+        "prometheus_client.parser", reason="apt-get install python3-prometheus-client")
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        text = r.read().decode("utf-8")
+        assert r.status == 200, (r.status, text)
+    finally:
+        conn.close()
+    out = {}
+    for fam in parser.text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples, name, **labels):
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, "missing %s%r" % (name, labels)
+    return samples[key]
 
 
 def tls_context(certs, cert="client", ca="ca", min_version=None, max_version=None):

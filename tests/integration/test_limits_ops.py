@@ -9,7 +9,6 @@ outliving the idle timeout, a silent TCP client hitting the handshake deadline, 
 max_connections refusal and its log line, and the functional CONNECTFAIL of a backend that
 never accepts."""
 
-import http.client
 import os
 import resource
 import select
@@ -22,46 +21,17 @@ import time
 import pytest
 
 from conftest import (HEADER, MSG_CONNECTFAIL, MSG_CONNECTOK, MSG_INVOKE,
-                      MSG_RESULT, PYROGUARD_BIN, SCALE, START_TIMEOUT, Pyroguard, Stack, deep_merge,
-                      free_port, pyro4_frame, read_until_closed, read_vector, recv_frames,
-                      tls_context, wait_until)
+                      MSG_RESULT, PYROGUARD_BIN, SCALE, START_TIMEOUT, Pyroguard, Stack,
+                      metric, pyro4_frame, read_until_closed, read_vector, recv_frames,
+                      scrape, tls_context, wait_until, with_admin)
 
-parser = pytest.importorskip(
-    "prometheus_client.parser", reason="apt-get install python3-prometheus-client")
+pytest.importorskip("prometheus_client.parser", reason="apt-get install python3-prometheus-client")
 
 CONNECT = read_vector("serpent/echo/00_c2s_CONNECT.bin")
 INVOKE = read_vector("serpent/echo/01_c2s_INVOKE.bin")
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def with_admin(overrides):
-    port = free_port()
-    return deep_merge({"admin": {"listen": "127.0.0.1:%d" % port}}, overrides), port
-
-
-def scrape(admin_port):
-    """GET /metrics parsed by prometheus_client: {(name, sorted labels): value}."""
-    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        r = conn.getresponse()
-        text = r.read().decode("utf-8")
-        assert r.status == 200, (r.status, text)
-    finally:
-        conn.close()
-    out = {}
-    for fam in parser.text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def metric(samples, name, **labels):
-    key = (name, tuple(sorted(labels.items())))
-    assert key in samples, "missing %s%r" % (name, labels)
-    return samples[key]
 
 
 def connected_session(stack, timeout=10):

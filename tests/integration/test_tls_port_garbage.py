@@ -7,8 +7,10 @@ are seeded, so a failure names an input that can be replayed."""
 import random
 import socket
 import ssl
+import struct
 
-from conftest import MSG_CONNECTOK, Session, read_until_closed, tls_context, wait_until
+from conftest import (MSG_CONNECTOK, Session, metric, read_until_closed, scrape, tls_context,
+                      wait_until, with_admin)
 
 SEED = 20261127
 
@@ -96,3 +98,32 @@ def test_client_hellos_with_flipped_bytes_are_closed_and_never_reach_the_daemon(
             assert_still_serving(stack)
     assert stack.pg.proc.poll() is None
     assert_no_garbage_reached_the_daemon(stack, honest_sessions=3)
+
+
+def test_a_client_that_resets_after_a_bad_client_hello_is_counted_as_a_tls_failure(
+        make_stack, certs):
+    """The operator's dashboards tell failed handshakes from broken sockets. A client that sends
+    a bad ClientHello and resets at once makes the write of pyroguard's alert fail; the
+    connection must still be counted under outcome tls_fail, not as an error."""
+    overrides, admin_port = with_admin({})
+    stack = make_stack(overrides)
+    hello = real_client_hello(certs)
+    rng = random.Random(SEED + 2)
+    n = 100
+    for i in range(n):
+        mutated = bytearray(hello)
+        pos = rng.randrange(5, len(mutated))  # the record header stays, the handshake breaks
+        mutated[pos] ^= 0xFF
+        with socket.create_connection(("127.0.0.1", stack.pg.port), timeout=10) as s:
+            s.sendall(bytes(mutated))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # closed with SO_LINGER 0: an RST right behind the ClientHello
+    wait_until(lambda: len(stack.pg.logs(event="conn_close")) >= n, 20,
+               what="%d conn_close lines" % n)
+    m = scrape(admin_port)
+    outcomes = {dict(labels)["outcome"]: v for (name, labels), v in m.items()
+                if name == "pyroguard_connections_total" and v}
+    assert outcomes == {"tls_fail": n}, outcomes
+    assert metric(m, "pyroguard_connections_open") == 0
+    # The admin endpoint's readiness probe dials the daemon and sends nothing; no byte came.
+    assert [c for c in stack.backend.connections() if c] == []
