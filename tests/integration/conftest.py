@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -231,8 +232,9 @@ def read_vector(relpath):
 class Backend(object):
     """legacy_server.py: a real Pyro4 daemon that records every byte it reads."""
 
-    def __init__(self, workdir, port=None, nathost=None, natport=None):
+    def __init__(self, workdir, port=None, nathost=None, natport=None, multiplex=False):
         self.port = port or free_port()
+        self.multiplex = multiplex  # legacy_server.py --multiplex
         self.dir = Path(workdir)
         self.capture_dir = self.dir / "capture"
         self.fire_log = self.dir / "fire.log"
@@ -248,6 +250,8 @@ class Backend(object):
                 "--ready-file", str(self.ready_file), "--names-log", str(self.names_log)]
         if self.nathost:
             args += ["--nathost", self.nathost, "--natport", str(self.natport or 0)]
+        if self.multiplex:
+            args += ["--multiplex"]
         self.dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
@@ -322,6 +326,7 @@ class Pyroguard(object):
         self.config = deep_merge(self.default_config(), overrides or {})
         self.proc = None
         self.returncode = None
+        self.nofile = None  # RLIMIT_NOFILE (soft and hard) for the process, when set
 
     def default_config(self):
         return {
@@ -376,8 +381,15 @@ class Pyroguard(object):
         self.write_config()
         self._err = open(self.log_path, "wb")
         self._out = open(self.stdout_path, "wb")
+        nofile = self.nofile
+
+        def limit():
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen([str(PYROGUARD_BIN), "run", "-c", str(self.config_path)],
-                                     stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
+                                     stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
+                                     preexec_fn=limit if nofile is not None else None)
 
         def listening():
             if self.proc.poll() is not None:
@@ -649,11 +661,18 @@ def certs(tmp_path_factory):
 
 @pytest.fixture
 def make_stack(tmp_path, certs):
-    """make_stack(overrides=None, backend=True) -> started Stack; stopped at teardown."""
+    """make_stack(overrides=None, backend=True, name="stack", backend_port=None, nofile=None,
+    multiplex=False) -> started Stack; stopped at teardown, where a crash, a sanitizer report or
+    no clean exit on SIGTERM fails the test. nofile: pyroguard's RLIMIT_NOFILE; multiplex: the
+    daemon runs SERVERTYPE multiplex (legacy_server.py --multiplex)."""
     stacks = []
 
-    def make(overrides=None, backend=True, name="stack"):
-        s = Stack(tmp_path / ("%s%d" % (name, len(stacks))), certs, overrides, backend=backend)
+    def make(overrides=None, backend=True, name="stack", backend_port=None, nofile=None,
+             multiplex=False):
+        s = Stack(tmp_path / ("%s%d" % (name, len(stacks))), certs, overrides, backend=backend,
+                  backend_port=backend_port)
+        s.pg.nofile = nofile
+        s.backend.multiplex = multiplex
         stacks.append(s)
         return s.start()
 
@@ -664,6 +683,8 @@ def make_stack(tmp_path, certs):
         report = s.pg.sanitizer_report()
         if report:
             pytest.fail("pyroguard printed a sanitizer report:\n%s" % report, pytrace=False)
+        if getattr(s.pg, "killed_by_test", False):
+            continue  # the test has already failed, saying why
         if s.pg.proc is not None and s.pg.returncode != 0:
             # A crash, or no clean exit on SIGTERM, fails the test whatever the client saw.
             pytest.fail("pyroguard exited with %s at teardown (0 expected after SIGTERM); stderr tail:\n%s"

@@ -8,11 +8,11 @@ through pyroguard would really be executed here.
 Usage:
     legacy_server.py --port PORT --capture-dir DIR [--fire-log FILE] [--ready-file FILE]
                      [--nathost HOST] [--natport PORT] [--objects-log FILE] [--names-log FILE]
-                     [--inventory]
+                     [--inventory] [--multiplex]
 
 Every option may also come from the environment (LEGACY_PORT, LEGACY_CAPTURE_DIR,
 LEGACY_FIRE_LOG, LEGACY_READY_FILE, LEGACY_NATHOST, LEGACY_NATPORT, LEGACY_NAMES_LOG,
-LEGACY_INVENTORY=1).
+LEGACY_INVENTORY=1, LEGACY_MULTIPLEX=1).
 
 Instrumentation (NOT a mock): this is the real Pyro4 4.82 Daemon from Debian's python3-pyro4,
 serving real requests. The only change is a wrapper around
@@ -34,6 +34,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -304,7 +305,16 @@ def main():
     ap.add_argument("--names-log", default=env("LEGACY_NAMES_LOG"))
     ap.add_argument("--inventory", action="store_true", default=env("LEGACY_INVENTORY", "") not in ("", "0"),
                     help="also register the object `inventory` (policy tests)")
+    ap.add_argument("--multiplex", action="store_true", default=env("LEGACY_MULTIPLEX", "") not in ("", "0"),
+                    help="SERVERTYPE multiplex (one thread, selectors) and the descriptor limit "
+                         "raised to its hard limit: for tests that hold thousands of connections, "
+                         "which the thread pool (at most THREADPOOL_SIZE) cannot")
     args = ap.parse_args()
+
+    if args.multiplex:
+        Pyro4.config.SERVERTYPE = "multiplex"
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     if args.capture_dir:
         install_capture(args.capture_dir)

@@ -10,20 +10,17 @@ max_connections refusal and its log line, and the functional CONNECTFAIL of a ba
 never accepts."""
 
 import os
-import resource
 import select
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import (HEADER, MSG_CONNECTFAIL, MSG_CONNECTOK, MSG_INVOKE,
-                      MSG_RESULT, PYROGUARD_BIN, SCALE, START_TIMEOUT, Pyroguard, Stack,
+from conftest import (HEADER, MSG_CONNECTFAIL, MSG_CONNECTOK, MSG_INVOKE, MSG_RESULT, SCALE,
                       metric, pyro4_frame, read_until_closed, read_vector, recv_frames,
-                      scrape, tls_context, wait_until, with_admin)
+                      scrape, tls_context, with_admin)
 
 pytest.importorskip("prometheus_client.parser", reason="apt-get install python3-prometheus-client")
 
@@ -54,66 +51,6 @@ def echo_works(sock):
     sock.sendall(INVOKE)
     [r] = recv_frames(sock, 1)
     return r["type"] == MSG_RESULT and not r["flags"] & 1 and b"hello" in r["payload"]
-
-
-class TunedPyroguard(Pyroguard):
-    """Pyroguard.start with a lower RLIMIT_NOFILE (set in the child before exec)."""
-
-    nofile = None
-
-    def start(self):
-        if not PYROGUARD_BIN.exists():
-            pytest.fail("pyroguard binary not found at %s" % PYROGUARD_BIN)
-        nofile = self.nofile
-
-        def limit():
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.write_config()
-        self._err = open(self.log_path, "wb")
-        self._out = open(self.stdout_path, "wb")
-        self.proc = subprocess.Popen([str(PYROGUARD_BIN), "run", "-c", str(self.config_path)],
-                                     stdout=self._out, stderr=self._err,
-                                     stdin=subprocess.DEVNULL, preexec_fn=limit)
-
-        def listening():
-            if self.proc.poll() is not None:
-                raise AssertionError("pyroguard exited with %s before listening; stderr:\n%s"
-                                     % (self.proc.returncode, self.stderr_text()))
-            return any(l.get("event") == "listening" for l in self.logs())
-
-        wait_until(listening, START_TIMEOUT, what="pyroguard 'listening' log line")
-        return self
-
-
-@pytest.fixture
-def own_stack(tmp_path, certs):
-    """own_stack(overrides, backend=True, backend_port=None, nofile=None) -> started Stack whose
-    pyroguard may run with a lower RLIMIT_NOFILE; stopped and checked (exit 0, no sanitizer
-    report) at teardown like make_stack's."""
-    stacks = []
-
-    def make(overrides=None, backend=True, backend_port=None, nofile=None):
-        s = Stack(tmp_path / ("own%d" % len(stacks)), certs, overrides, backend=backend,
-                  backend_port=backend_port)
-        s.pg.__class__ = TunedPyroguard
-        s.pg.nofile = nofile
-        stacks.append(s)
-        return s.start()
-
-    yield make
-    for s in stacks:
-        s.stop()
-    for s in stacks:
-        report = s.pg.sanitizer_report()
-        if report:
-            pytest.fail("pyroguard printed a sanitizer report:\n%s" % report, pytrace=False)
-        if getattr(s.pg, "killed_by_test", False):
-            continue  # the test has already failed, saying why
-        if s.pg.proc is not None and s.pg.returncode != 0:
-            pytest.fail("pyroguard exited with %s at teardown; stderr tail:\n%s"
-                        % (s.pg.returncode, s.pg.stderr_text()[-3000:]), pytrace=False)
 
 
 # --- max_connections ---------------------------------------------------------------------------
@@ -334,9 +271,9 @@ def blackhole_port():
 
 
 def test_connect_to_a_backend_that_never_answers_gets_connectfail_at_the_deadline(
-        own_stack, blackhole_port):
+        make_stack, blackhole_port):
     overrides, admin_port = with_admin({"limits": {"backend_connect_timeout": 1500}})
-    stack = own_stack(overrides, backend=False, backend_port=blackhole_port)
+    stack = make_stack(overrides, backend=False, backend_port=blackhole_port)
     with stack.tls_socket(timeout=10) as s:
         t0 = time.monotonic()
         s.sendall(CONNECT)
@@ -406,8 +343,8 @@ OUT_OF_FDS = {"workers": 2, "limits": {"handshake_timeout": 60000}}
 
 
 def test_out_of_file_descriptors_pyroguard_sheds_connections_without_spinning_and_recovers(
-        own_stack):
-    stack = own_stack(OUT_OF_FDS, nofile=NOFILE)
+        make_stack):
+    stack = make_stack(OUT_OF_FDS, nofile=NOFILE)
     pid = stack.pg.proc.pid
     held = exhaust_descriptors(stack, NOFILE)
     try:
@@ -435,12 +372,12 @@ def test_out_of_file_descriptors_pyroguard_sheds_connections_without_spinning_an
     assert r["ok"], r
 
 
-def test_running_low_on_descriptors_is_logged_before_clients_are_turned_away(own_stack):
+def test_running_low_on_descriptors_is_logged_before_clients_are_turned_away(make_stack):
     """An operator must find it in the log when pyroguard runs out of descriptors. libuv sheds a
     connection it cannot keep with its reserve descriptor without telling anyone, so pyroguard
     warns earlier: `descriptors_low` once past 90% of RLIMIT_NOFILE (at most every 10 s per
     worker), and `accept_paused` when a worker has to stop accepting."""
-    stack = own_stack(OUT_OF_FDS, nofile=NOFILE)
+    stack = make_stack(OUT_OF_FDS, nofile=NOFILE)
     held = exhaust_descriptors(stack, NOFILE)
     try:
         [line] = stack.pg.wait_log(event="descriptors_low")[:1]
@@ -453,11 +390,11 @@ def test_running_low_on_descriptors_is_logged_before_clients_are_turned_away(own
             s.close()
 
 
-def test_burst_of_clients_while_out_of_descriptors_neither_spins_nor_floods_the_log(own_stack):
+def test_burst_of_clients_while_out_of_descriptors_neither_spins_nor_floods_the_log(make_stack):
     """Many clients at once while every descriptor is taken (what a connection flood looks
     like): once the burst is over, pyroguard must be idle again, its log must not keep growing,
     and it must still serve a client and stop on SIGTERM once descriptors are free."""
-    stack = own_stack(OUT_OF_FDS, nofile=NOFILE)
+    stack = make_stack(OUT_OF_FDS, nofile=NOFILE)
     pid = stack.pg.proc.pid
     held = exhaust_descriptors(stack, NOFILE)
     stop = threading.Event()
