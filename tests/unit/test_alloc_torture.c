@@ -1,10 +1,10 @@
-/* Allocation-failure torture (after curl's): for the parsers, the configuration loader and the
- * policy patterns, run a scenario once to count the allocations it makes through alloc.h, then
- * run it again once per allocation with exactly that one failing. Every run must end in a clean
- * error — a refusal for a request, a failed load with an error line for a configuration — never
- * in a crash, never in an allowed request, and never with memory left behind: the heap in use
- * (mallinfo2) must be what it was before the run, and under ASan, LeakSanitizer checks the same
- * at exit (make test-asan runs this file). */
+/* Allocation-failure torture (after curl's): for the parsers, the configuration loader, the
+ * policy patterns, reading a client certificate's identity and the metrics, run a scenario once to
+ * count the allocations it makes through alloc.h, then run it again once per allocation with
+ * exactly that one failing. Every run must end in a clean error — a refusal for a request, a failed
+ * load with an error line for a configuration — never in a crash, never in an allowed request, and
+ * never with memory left behind: the heap in use (mallinfo2) must be what it was before the run,
+ * and under ASan, LeakSanitizer checks the same at exit (make test-asan runs this file). */
 #include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
@@ -22,8 +22,13 @@
 #include "alloc.h"
 #include "config.h"
 #include "frame.h"
+#include "identity.h"
 #include "inspect.h"
+#include "metrics.h"
 #include "pattern.h"
+#include "policy.h"
+
+#include "testcert.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -268,6 +273,135 @@ test_every_policy_pattern_kind_fails_to_compile_cleanly_when_any_allocation_fail
     assert_true(allocations > 0);
 }
 
+/* ---- a client certificate's identity, and the rule it gets ------------------------------ */
+
+typedef struct {
+    X509 *cert;
+    const config_t *cfg;
+    int rule; /* the rule it gets with memory */
+} identity_case_t;
+
+static int identity_scenario(const void *arg)
+{
+    const identity_case_t *ic = arg;
+    identity_t id;
+    char err[256] = "";
+    if (!identity_from_x509(ic->cert, &id, err, sizeof(err))) {
+        assert_true(err[0] != '\0'); /* refused, and the reason is said */
+        identity_free(&id);
+        return 0;
+    }
+    /* Read whole or not at all: with every value there, the rule is the one it gets with
+     * memory (a policy judged on part of an identity could match a broader, later rule). */
+    assert_int_equal(policy_match_client(ic->cfg, &id), ic->rule);
+    identity_free(&id);
+    return 1;
+}
+
+static void test_a_client_identity_is_read_whole_or_refused_when_any_allocation_fails(void **state)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/../config/examples/spiffe-mesh.yaml", TEST_DATA_DIR);
+    yaml_t y = {"spiffe-mesh.yaml", NULL, 0};
+    y.data = read_file(path, &y.len);
+    config_t cfg;
+    config_errors_t errs;
+    memset(&errs, 0, sizeof(errs));
+    assert_true(config_load_buffer(y.name, "/etc/pyroguard", y.data, y.len, &cfg, &errs));
+    config_errors_free(&errs);
+
+    /* Enough names (40 DNS SANs of 60 bytes) that the value pool grows several times. */
+    cert_t c;
+    cert_begin(&c, "0A1B2C3D");
+    cert_name(&c, "CN", "billing-client");
+    cert_name(&c, "O", "Example Org");
+    cert_name(&c, "OU", "billing");
+    char dns[64];
+    for (int i = 0; i < 40; i++) {
+        snprintf(dns, sizeof(dns), "replica-%02d.billing.eu-west.internal.example.org.svc", i);
+        cert_san(&c, GEN_DNS, dns);
+    }
+    cert_san(&c, GEN_URI, "spiffe://example.org/ns/billing/client");
+    cert_ip(&c, "10.1.2.3");
+    identity_case_t ic = {cert_end(&c), &cfg, 0};
+
+    identity_t id;
+    char err[256];
+    assert_true(identity_from_x509(ic.cert, &id, err, sizeof(err)));
+    ic.rule = policy_match_client(&cfg, &id);
+    identity_free(&id);
+    assert_true(ic.rule != POLICY_NO_RULE); /* the billing rule: the case is not vacuous */
+
+    torture_result_t r = torture("identity", identity_scenario, &ic);
+    print_message("identity: allocations failed one at a time: %lu\n", r.allocations);
+    assert_true(r.allocations >= 3); /* subject, issuer, the pool (grown) */
+    assert_int_equal(r.failures, r.allocations);
+    X509_free(ic.cert);
+    config_free(&cfg);
+    free(y.data);
+}
+
+/* ---- metrics: counting under many rule names, and the scrape ---------------------------- */
+
+#define METRIC_RULES    150 /* rule names: one interned entry each, and rows to sort at render */
+#define METRIC_REQUESTS 600
+
+/* by_rule_total sums every pyroguard_requests_by_rule_total sample of a scrape. */
+static uint64_t by_rule_total(const uint8_t *text, size_t len)
+{
+    static const char kName[] = "pyroguard_requests_by_rule_total{";
+    uint64_t sum = 0;
+    const char *p = (const char *)text, *end = p + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl ? nl : end;
+        if ((size_t)(eol - p) > sizeof(kName) - 1 && memcmp(p, kName, sizeof(kName) - 1) == 0) {
+            const char *sp = eol;
+            while (sp > p && sp[-1] != ' ')
+                sp--;
+            sum += strtoull(sp, NULL, 10);
+        }
+        p = eol + 1;
+    }
+    return sum;
+}
+
+/* metrics_scenario: a shard counts requests under many rule names, then is scraped. A name that
+ * cannot be interned is counted under the "other" row (metrics.h), so no request may go
+ * uncounted; a scrape that cannot be built fails as a whole. Returns 0 when an allocation
+ * failed (and it was handled so), 1 otherwise. */
+static int metrics_scenario(const void *arg)
+{
+    (void)arg;
+    metrics_shard_t *s = metrics_shard_new();
+    if (s == NULL)
+        return 0;
+    char rule[32];
+    for (int i = 0; i < METRIC_REQUESTS; i++) {
+        snprintf(rule, sizeof(rule), "rule-%03d", i % METRIC_RULES);
+        metrics_request(s, i % 3 != 0, i % 3 != 0 ? NULL : "not_allowed", rule);
+    }
+    CBB out;
+    assert_true(CBB_init(&out, 1 << 16));
+    metrics_process_t p;
+    memset(&p, 0, sizeof(p));
+    metrics_shard_t *const shards[] = {s};
+    int rendered = metrics_render(shards, 1, &p, &out);
+    if (rendered)
+        assert_int_equal(by_rule_total(CBB_data(&out), CBB_len(&out)), METRIC_REQUESTS);
+    CBB_cleanup(&out);
+    metrics_shard_free(s);
+    return rendered && !alloc_failed();
+}
+
+static void test_metrics_lose_no_count_when_any_allocation_fails(void **state)
+{
+    torture_result_t r = torture("metrics", metrics_scenario, NULL);
+    print_message("metrics: allocations failed one at a time: %lu\n", r.allocations);
+    assert_true(r.allocations > METRIC_RULES); /* the shard, every name, the rows */
+    assert_int_equal(r.failures, r.allocations);
+}
+
 #define NO_TCACHE "glibc.malloc.tcache_count=0"
 
 int main(int argc, char **argv)
@@ -289,6 +423,8 @@ int main(int argc, char **argv)
             test_every_shipped_configuration_fails_to_load_cleanly_when_any_allocation_fails),
         cmocka_unit_test(
             test_every_policy_pattern_kind_fails_to_compile_cleanly_when_any_allocation_fails),
+        cmocka_unit_test(test_a_client_identity_is_read_whole_or_refused_when_any_allocation_fails),
+        cmocka_unit_test(test_metrics_lose_no_count_when_any_allocation_fails),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, testcert_make_key, testcert_free_key);
 }
