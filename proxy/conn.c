@@ -314,6 +314,7 @@ static void on_timer_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     srv->n_conns--;
     __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
+    metrics_conn_freed(srv->metrics);
     SSL_free(c->ssl); /* frees the BIO */
     buf_cleanup(&c->c2s);
     identity_free(&c->ident);

@@ -159,6 +159,7 @@ typedef struct {
 
 struct metrics_shard {
     uint64_t accepted;
+    uint64_t freed; /* accepted connections whose sockets are closed and slot given back */
     uint64_t rejected;
     uint64_t outcome[N_OUTCOMES];
     uint64_t tls_failed[N_TLS];
@@ -205,6 +206,11 @@ void metrics_shard_free(metrics_shard_t *s)
 void metrics_conn_accepted(metrics_shard_t *s)
 {
     add(&s->accepted, 1);
+}
+
+void metrics_conn_freed(metrics_shard_t *s)
+{
+    add(&s->freed, 1);
 }
 
 void metrics_conn_rejected(metrics_shard_t *s)
@@ -521,17 +527,19 @@ static const char *const kVerdicts[N_VERDICTS] = {"allowed", "refused"};
 
 static int render_connections(metrics_shard_t *const *shards, size_t n, CBB *out)
 {
-    uint64_t closed[N_OUTCOMES], total_closed = 0;
-    /* Closes are read before accepts (a close always follows its accept on its shard); the
-     * clamp keeps the gauge sane whatever a racing scrape reads. */
-    for (size_t i = 0; i < N_OUTCOMES; i++) {
+    uint64_t closed[N_OUTCOMES];
+    for (size_t i = 0; i < N_OUTCOMES; i++)
         closed[i] = sum_at(shards, n, offsetof(metrics_shard_t, outcome) + i * sizeof(uint64_t));
-        total_closed += closed[i];
-    }
+    /* Open means holding a slot of limits.max_connections: from accept until the sockets are
+     * closed, a closing connection included (conn.c). Frees are read before accepts (a free
+     * always follows its accept on its shard); the clamp keeps the gauge sane whatever a racing
+     * scrape reads. */
+    uint64_t freed = SUM(freed);
     uint64_t accepted = SUM(accepted);
-    uint64_t open = accepted > total_closed ? accepted - total_closed : 0;
+    uint64_t open = accepted > freed ? accepted - freed : 0;
 
-    if (!put_family(out, M_OPEN, "gauge", "Client connections open now.") ||
+    if (!put_family(out, M_OPEN, "gauge",
+                    "Client connections open now (closing ones until their sockets are closed).") ||
         !put_u64_sample(out, M_OPEN, NULL, 0, open) ||
         !put_family(out, M_CONNS, "counter",
                     "Client connections closed, by outcome (conn_close reason, grouped)."))

@@ -51,6 +51,9 @@ void metrics_shard_free(metrics_shard_t *s);
 /* A TCP connection was accepted (it counts as open until metrics_conn_closed). */
 void metrics_conn_accepted(metrics_shard_t *s);
 /* A connection over limits.max_connections was closed at once (not counted as open). */
+/* metrics_conn_freed: an accepted connection's sockets are closed and its slot of
+ * limits.max_connections is free again (after its metrics_conn_closed). */
+void metrics_conn_freed(metrics_shard_t *s);
 void metrics_conn_rejected(metrics_shard_t *s);
 /* An accepted connection closed; |outcome| is conn_close's reason ("client_closed",
  * "idle_timeout", "tls_fail", "shutdown", a refusal reason…), mapped to a fixed label set. */

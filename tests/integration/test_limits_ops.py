@@ -20,7 +20,7 @@ import pytest
 
 from conftest import (HEADER, MSG_CONNECTFAIL, MSG_CONNECTOK, MSG_INVOKE, MSG_RESULT, SCALE,
                       metric, pyro4_frame, read_until_closed, read_vector, recv_frames,
-                      scrape, tls_context, with_admin)
+                      scrape, tls_context, wait_until, with_admin)
 
 pytest.importorskip("prometheus_client.parser", reason="apt-get install python3-prometheus-client")
 
@@ -73,6 +73,8 @@ def test_connection_over_max_connections_is_closed_at_once_whatever_worker_takes
                 conn = conn_open_line(stack, s)["conn"]
                 s.close()
                 stack.pg.wait_log(event="conn_close", conn=conn)
+                wait_until(lambda: metric(scrape(admin_port), "pyroguard_connections_open") == 2,
+                           10, what="connections_open to drop to 2")
                 held.append(connected_session(stack))
             workers_used = [conn_open_line(stack, s)["worker"] for s in held]
             assert set(workers_used) == {0, 1}, workers_used
@@ -101,11 +103,14 @@ def test_connection_over_max_connections_is_closed_at_once_whatever_worker_takes
         assert metric(m, "pyroguard_connections_open") == 3
         assert all(echo_works(s) for s in held)
 
-        # One slot frees up: the next connection is served.
+        # One slot frees up: the next connection is served. The slot is free once the closed
+        # connection's sockets are (the gauge), a moment after its conn_close line.
         s = held.pop()
         conn = conn_open_line(stack, s)["conn"]
         s.close()
         stack.pg.wait_log(event="conn_close", conn=conn)
+        wait_until(lambda: metric(scrape(admin_port), "pyroguard_connections_open") == 2, 10,
+                   what="connections_open to drop to 2")
         s = connected_session(stack)
         held.append(s)
         assert echo_works(s)

@@ -24,6 +24,7 @@ static void fill(metrics_shard_t *a, metrics_shard_t *b)
     metrics_conn_closed(a, "client_closed_mid_message");
     metrics_conn_closed(a, "idle_timeout");
     metrics_conn_closed(a, "unknown_ca");
+    repeat(metrics_conn_freed, a, 4); /* each closed connection's sockets closed too */
     metrics_conn_rejected(a);
     metrics_tls_failed(a, "unknown_ca");
     metrics_tls_failed(a, "handshake_timeout");
@@ -41,6 +42,7 @@ static void fill(metrics_shard_t *a, metrics_shard_t *b)
     repeat(metrics_conn_accepted, b, 3);
     metrics_conn_closed(b, "backend_closed");
     metrics_conn_closed(b, "shutdown");
+    repeat(metrics_conn_freed, b, 2);
     metrics_tls_failed(b, "peer_closed");
     metrics_handshake_done(b, 2000);
     metrics_request(b, 1, "allowed", "inventory");

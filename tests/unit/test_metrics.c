@@ -405,6 +405,23 @@ static void test_an_idle_proxy_shows_every_fixed_series_at_zero(void **state)
     free(text);
 }
 
+static void test_a_closing_connection_is_open_until_its_sockets_are_closed(void **state)
+{
+    /* limits.max_connections counts a connection until it is freed; the gauge must agree. */
+    shards_t *sh = *state;
+    metrics_conn_accepted(sh->s[0]);
+    metrics_conn_accepted(sh->s[0]);
+    metrics_conn_closed(sh->s[0], "client_closed");
+    char *text = render(sh->s, 1, NULL);
+    assert_series(text, "pyroguard_connections_open", "2");
+    assert_series(text, "pyroguard_connections_total{outcome=\"client_closed\"}", "1");
+    free(text);
+    metrics_conn_freed(sh->s[0]);
+    text = render(sh->s, 1, NULL);
+    assert_series(text, "pyroguard_connections_open", "1");
+    free(text);
+}
+
 static void test_counters_are_summed_across_shards(void **state)
 {
     shards_t *sh = *state;
@@ -415,6 +432,9 @@ static void test_counters_are_summed_across_shards(void **state)
     metrics_conn_closed(sh->s[0], "client_closed");
     metrics_conn_closed(sh->s[1], "client_closed");
     metrics_conn_closed(sh->s[1], "idle_timeout");
+    metrics_conn_freed(sh->s[0]);
+    metrics_conn_freed(sh->s[1]);
+    metrics_conn_freed(sh->s[1]);
     metrics_conn_rejected(sh->s[0]);
     metrics_conn_rejected(sh->s[1]);
     metrics_tls_failed(sh->s[0], "unknown_ca");
@@ -821,6 +841,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_an_idle_proxy_shows_every_fixed_series_at_zero),
         T(test_counters_are_summed_across_shards),
+        T(test_a_closing_connection_is_open_until_its_sockets_are_closed),
         T(test_handshake_histogram_is_cumulative_with_exact_sum_and_count),
         T(test_rules_are_interned_per_shard_and_merged_by_name),
         T(test_rules_past_the_limit_count_as_other),
