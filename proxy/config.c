@@ -409,17 +409,23 @@ static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
         if (s == NULL) {
             ok = 0;
         } else if (!is_plain(item)) {
-            cfg_err(ctx, item, item_path, "expected an integer, got '%s'", s);
+            cfg_err(ctx, item, item_path, "expected a protocol version (4, 4.47 or 4.46), got '%s'",
+                    s);
             ok = 0;
         } else if (strcmp(s, "4") == 0) {
-            mask |= 1u << 4;
+            mask |= FRAME_PROTO_BIT(PROTO_PYRO4);
+        } else if (strcmp(s, "4.47") == 0) {
+            mask |= FRAME_PROTO_BIT(PROTO_PYRO4_47);
+        } else if (strcmp(s, "4.46") == 0) {
+            mask |= FRAME_PROTO_BIT(PROTO_PYRO4_46);
         } else if (strcmp(s, "5") == 0) {
             /* Refusing here is louder than accepting the key and then closing every Pyro5
              * connection: the operator learns at load time what this build cannot do. */
             cfg_err(ctx, item, item_path, "Pyro5 is not supported by this version of pyroguard");
             ok = 0;
         } else {
-            cfg_err(ctx, item, item_path, "unknown Pyro protocol '%s' (expected 4)", s);
+            cfg_err(ctx, item, item_path, "unknown Pyro protocol '%s' (expected 4, 4.47 or 4.46)",
+                    s);
             ok = 0;
         }
     }
@@ -1234,7 +1240,7 @@ void config_init(config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->tls.min_version = TLS1_2_VERSION;
-    cfg->pyro.protocols = 1u << 4;
+    cfg->pyro.protocols = FRAME_PROTO_BIT(PROTO_PYRO4);
     cfg->pyro.serializers =
         (1u << SER4_SERPENT) | (1u << SER4_JSON) | (1u << SER4_MARSHAL) | (1u << SER4_MSGPACK);
     cfg->pyro.max_message_bytes = 16777216;

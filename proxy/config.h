@@ -118,7 +118,7 @@ typedef struct {
         config_hexlist_t deny_sha256;  /* 64 upper-case hex digits */
     } tls;
     struct {
-        uint32_t protocols;   /* bit 4: Pyro4 protocol 48 */
+        uint32_t protocols;   /* FRAME_PROTO_BIT of each protocol accepted (frame.h) */
         uint32_t serializers; /* bit n set: Pyro4 serializer id n allowed */
         uint64_t max_message_bytes;
         int compression_allow;

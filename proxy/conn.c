@@ -76,10 +76,11 @@ struct conn {
     size_t backend_queued; /* bytes in flight towards the backend */
     unsigned outstanding;  /* forwarded requests whose reply has not fully passed */
     uint16_t connect_seq;
+    frame_proto_t proto; /* fixed by the first message; PROTO_NONE until it is parsed */
 
     /* Server-to-client framing: replies are passed through as they arrive, but every frame
      * boundary is known so that injected replies never split one (DESIGN.md property 3). */
-    uint8_t s2c_hdr[FRAME4_HEADER_LEN];
+    uint8_t s2c_hdr[FRAME_MAX_HEADER_LEN];
     size_t s2c_hdr_len;
     uint64_t s2c_left;
     int close_after_reply;
@@ -121,6 +122,14 @@ static void log_conn_fields(log_line_t *l, const conn_t *c)
     log_uint(l, "conn", c->id);
     log_str(l, "listener", c->lcfg->name);
     log_str(l, "peer", c->peer);
+}
+
+/* conn_parse parses the client message at the start of c2s: as the connection's protocol, or,
+ * for the first message, as whichever protocol of pyro.protocols its version field names. */
+static frame_status_t conn_parse(const conn_t *c, frame_t *f, frame_error_t *err)
+{
+    return frame_parse_as(buf_peek(&c->c2s), buf_len(&c->c2s), c->proto,
+                          c->srv->cfg->pyro.protocols, c->max_message, f, err);
 }
 
 /* conn_rule returns the client's rule in the worker's current generation: a reload may have
@@ -214,6 +223,8 @@ static void log_decision(conn_t *c, int allowed, const char *reason, const char 
     log_str(&l, "reason", reason);
     if (detail != NULL && detail[0] != '\0')
         log_str(&l, "detail", detail);
+    if (c->proto != PROTO_NONE)
+        log_str(&l, "protocol", frame_proto_name(c->proto));
     if (f != NULL) {
         const char *ser = frame_serializer_name(f->serializer_id);
         log_str(&l, "msg_type", frame_type_name(f->type));
@@ -643,12 +654,11 @@ static void refuse_connect_call(conn_t *c, const char *reason, const char *detai
     frame_t held;
     frame_error_t err;
     /* While dialling, the allowed CONNECT is still held whole in c2s: log its header. */
-    if (f == NULL && c->state == CONN_DIALING &&
-        frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &held, &err) == FRAME_OK)
+    if (f == NULL && c->state == CONN_DIALING && conn_parse(c, &held, &err) == FRAME_OK)
         f = &held;
     log_decision(c, 0, reason, detail, f, "connectfail", in, entry);
     if (CBB_init(&cbb, 128)) {
-        if (reply_connectfail(&cbb, f ? f->seq : c->connect_seq, detail))
+        if (reply_connectfail(&cbb, c->proto, f ? f->seq : c->connect_seq, detail))
             conn_send_built(c, &cbb);
         CBB_cleanup(&cbb);
     }
@@ -683,7 +693,7 @@ static void refuse_invoke(conn_t *c, const frame_t *f, const char *reason, const
         refuse_close(c, reason, detail, f);
         return;
     }
-    if (!reply_security_error(&cbb, f->seq, f->serializer_id, detail)) {
+    if (!reply_security_error(&cbb, c->proto, f->seq, f->serializer_id, detail)) {
         /* No serializer to answer in: the daemon would drop the connection as well. */
         CBB_cleanup(&cbb);
         log_decision(c, 0, reason, detail, f, "closed", in, entry);
@@ -739,7 +749,7 @@ static void on_backend_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(&c->backend, 1);
     /* The CONNECT was judged and held in c2s while dialling. Judge it again as it is forwarded
      * (a reload may have changed the policy meanwhile) and log that one decision. */
-    if (frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &f, &err) != FRAME_OK) {
+    if (conn_parse(c, &f, &err) != FRAME_OK) {
         conn_close(c, "internal_error");
         return;
     }
@@ -827,7 +837,9 @@ static const char *s2c_header(conn_t *c)
 {
     frame_t f;
     frame_error_t err;
-    if (frame_parse_header(c->s2c_hdr, FRAME4_HEADER_LEN, S2C_MAX_MESSAGE, &f, &err) != FRAME_OK)
+    /* Replies come only after the CONNECT, so the protocol is known: the daemon speaks it. */
+    if (frame_parse_header_as(c->s2c_hdr, frame_header_len(c->proto), c->proto, 0, S2C_MAX_MESSAGE,
+                              &f, &err) != FRAME_OK)
         return frame_error_reason(err);
     if (c->outstanding == 0)
         return "reply without a request";
@@ -841,7 +853,7 @@ static const char *s2c_header(conn_t *c)
     } else if (f.type != MSG_RESULT && f.type != MSG_PING) {
         return "expected RESULT or PING";
     }
-    c->s2c_left = f.total_len - FRAME4_HEADER_LEN;
+    c->s2c_left = f.total_len - f.header_len;
     return NULL;
 }
 
@@ -852,19 +864,20 @@ static const char *s2c_header(conn_t *c)
  * split across two backend reads is sealed by itself. */
 static void conn_s2c(conn_t *c, const uint8_t *p, size_t n)
 {
+    const size_t hlen = frame_header_len(c->proto);
     const uint8_t *span = p; /* checked bytes of |p| not yet encrypted: [span, p) */
     while (n > 0 && c->state != CONN_CLOSING) {
         if (c->s2c_left == 0) {
             const uint8_t *hdr = p;
             int held = c->s2c_hdr_len > 0; /* begun in the previous read: not in |p| */
-            size_t take = FRAME4_HEADER_LEN - c->s2c_hdr_len;
+            size_t take = hlen - c->s2c_hdr_len;
             if (take > n)
                 take = n;
             memcpy(c->s2c_hdr + c->s2c_hdr_len, p, take);
             c->s2c_hdr_len += take;
             p += take;
             n -= take;
-            if (c->s2c_hdr_len < FRAME4_HEADER_LEN) {
+            if (c->s2c_hdr_len < hlen) {
                 p = hdr; /* held back until the rest of the header arrives */
                 break;
             }
@@ -878,7 +891,7 @@ static void conn_s2c(conn_t *c, const uint8_t *p, size_t n)
                 return;
             }
             if (held) {
-                if (!conn_send_plain(c, c->s2c_hdr, FRAME4_HEADER_LEN)) {
+                if (!conn_send_plain(c, c->s2c_hdr, hlen)) {
                     conn_close(c, "internal_error");
                     return;
                 }
@@ -1005,6 +1018,30 @@ static void handle_request(conn_t *c, const frame_t *f)
  * frame boundary and in request order (PROTOCOL.md §1: the daemon is strictly sequential). */
 static void conn_tls_read(conn_t *c);
 
+/* protocol_error_detail says what was wrong with a message that could not be framed; for a
+ * version, which one and why it is not spoken here. */
+static void protocol_error_detail(const conn_t *c, frame_error_t err, char *out, size_t out_len)
+{
+    if (err == FRAME_ERR_VERSION && buf_len(&c->c2s) >= 6) {
+        const uint8_t *p = buf_peek(&c->c2s);
+        unsigned version = (unsigned)((p[4] << 8) | p[5]);
+        frame_proto_t proto = frame_proto_of_version((uint16_t)version);
+        if (proto == PROTO_NONE)
+            snprintf(out, out_len, "pyroguard: unknown Pyro protocol version %u", version);
+        else if (c->proto != PROTO_NONE)
+            snprintf(out, out_len,
+                     "pyroguard: Pyro protocol version %u on a connection that began with %s",
+                     version, frame_proto_name(c->proto));
+        else
+            snprintf(out, out_len,
+                     "pyroguard: Pyro protocol version %u (%s) is not accepted here "
+                     "(pyro.protocols)",
+                     version, frame_proto_name(proto));
+        return;
+    }
+    snprintf(out, out_len, "pyroguard: malformed Pyro message (%s)", frame_error_reason(err));
+}
+
 /* process_frames judges the whole messages already in c2s, as far as the state allows. */
 static void process_frames(conn_t *c)
 {
@@ -1013,20 +1050,20 @@ static void process_frames(conn_t *c)
 
     while ((c->state == CONN_AWAIT_CONNECT || c->state == CONN_READY) && c->outstanding == 0 &&
            buf_len(&c->c2s) > 0) {
-        frame_status_t st =
-            frame_parse(buf_peek(&c->c2s), buf_len(&c->c2s), c->max_message, &f, &err);
+        frame_status_t st = conn_parse(c, &f, &err);
         if (st == FRAME_NEED_MORE)
             return;
         if (st == FRAME_ERROR) {
             char detail[160];
-            snprintf(detail, sizeof(detail), "pyroguard: malformed Pyro message (%s)",
-                     frame_error_reason(err));
+            protocol_error_detail(c, err, detail, sizeof(detail));
             /* Header fields are worth logging when the header itself parsed. */
             int have_header = err == FRAME_ERR_NEGATIVE_LENGTH || err == FRAME_ERR_TOO_LARGE ||
                               err == FRAME_ERR_ANNOTATIONS;
             refuse_close(c, frame_error_reason(err), detail, have_header ? &f : NULL);
             return;
         }
+        if (c->proto == PROTO_NONE)
+            c->proto = f.proto; /* the first message fixes the connection's protocol */
         if (c->state == CONN_AWAIT_CONNECT)
             handle_connect(c, &f);
         else
@@ -1292,7 +1329,7 @@ void conn_accept(listener_t *l)
     c->id = __atomic_add_fetch(srv->conn_ids, 1, __ATOMIC_RELAXED);
     c->state = CONN_HANDSHAKE;
     c->rule = POLICY_NO_RULE; /* until the handshake names the client */
-    buf_init(&c->c2s, cfg->pyro.max_message_bytes + FRAME4_HEADER_LEN);
+    buf_init(&c->c2s, cfg->pyro.max_message_bytes + FRAME_MAX_HEADER_LEN);
     if (uv_tcp_init(srv->loop, &c->client) != 0)
         goto free_conn;
     c->client.data = c;

@@ -168,6 +168,15 @@ inspect_verdict_t inspect_request(const config_t *cfg, const frame_t *f, inspect
     in->arena.limits.max_string_bytes = cfg->pyro.max_inflated_bytes > cfg->pyro.max_message_bytes
                                             ? cfg->pyro.max_inflated_bytes
                                             : cfg->pyro.max_message_bytes;
+    /* A flag whose meaning in this protocol is not established (frame.h: BATCH in Pyro4 46 and
+     * 47) could make the daemon read the message otherwise than pyroguard does. */
+    uint16_t odd = frame_unsupported_flags(f);
+    if (odd != 0) {
+        snprintf(detail, sizeof(detail),
+                 "pyroguard: flags 0x%04x are not supported for Pyro protocol %u", (unsigned)odd,
+                 (unsigned)f->version);
+        return refuse(in, "unsupported_flags", detail);
+    }
     if (f->type == MSG_PING)
         return INSPECT_ALLOW;
 

@@ -126,7 +126,7 @@ static int inspect_one(const config_t *cfg, const char *path)
 {
     log_line_t l;
     size_t len = 0;
-    uint8_t *data = read_file(path, cfg->pyro.max_message_bytes + FRAME4_HEADER_LEN + 1, &len);
+    uint8_t *data = read_file(path, cfg->pyro.max_message_bytes + FRAME_MAX_HEADER_LEN + 1, &len);
     log_begin_record(&l, "file", path);
     if (data == NULL) {
         log_str(&l, "verdict", "error");
@@ -136,7 +136,9 @@ static int inspect_one(const config_t *cfg, const char *path)
     }
     frame_t f;
     frame_error_t err;
-    frame_status_t st = frame_parse(data, len, cfg->pyro.max_message_bytes, &f, &err);
+    /* Judged as the first message of a connection: any protocol of pyro.protocols. */
+    frame_status_t st = frame_parse_as(data, len, PROTO_NONE, cfg->pyro.protocols,
+                                       cfg->pyro.max_message_bytes, &f, &err);
     if (st != FRAME_OK || f.total_len != len) {
         log_str(&l, "verdict", "refuse");
         log_str(&l, "reason", st == FRAME_ERROR ? frame_error_reason(err) : "not_one_frame");
@@ -165,6 +167,7 @@ static int inspect_one(const config_t *cfg, const char *path)
         log_str(&l, "reason", in.reason);
         log_str(&l, "detail", in.detail);
     }
+    log_str(&l, "protocol", frame_proto_name(f.proto));
     log_str(&l, "msg_type", frame_type_name(f.type));
     if (ser)
         log_str(&l, "serializer", ser);

@@ -87,6 +87,7 @@ static const char *const kRefusals[] = {
     "bad_annotations",
     /* inspection */
     "unexpected_message",
+    "unsupported_flags",
     "serializer_not_allowed",
     "compression_denied",
     "inflate_failed",

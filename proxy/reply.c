@@ -4,8 +4,6 @@
 
 #include <openssl/mem.h>
 
-#include "frame.h"
-
 static const char kErrorClass[] = "Pyro4.errors.SecurityError";
 /* The largest message we render; longer texts are cut. */
 #define REPLY_MSG_MAX 1024
@@ -134,43 +132,50 @@ int reply_encode_security_error(CBB *out, uint16_t serializer_id, const char *ms
 }
 
 /* build_message encodes a payload with |encode| into a scratch CBB, then frames it. */
-static int frame_payload(CBB *out, uint16_t type, uint16_t flags, uint16_t seq, uint16_t ser,
-                         CBB *payload)
+static int frame_payload(CBB *out, frame_proto_t proto, uint16_t type, uint16_t flags, uint16_t seq,
+                         uint16_t ser, CBB *payload)
 {
     uint8_t *data = NULL;
     size_t len = 0;
     int ok = CBB_finish(payload, &data, &len) &&
-             frame_build(out, type, flags, seq, ser, NULL, 0, data, len);
+             frame_build_as(out, proto, type, flags, seq, ser, NULL, NULL, 0, data, len);
     OPENSSL_free(data);
     return ok;
 }
 
-int reply_security_error(CBB *out, uint16_t seq, uint16_t serializer_id, const char *msg)
+/* is_pyro4 says whether replies can be built for |proto| (see reply.h). */
+static int is_pyro4(frame_proto_t proto)
+{
+    return proto == PROTO_PYRO4 || proto == PROTO_PYRO4_47 || proto == PROTO_PYRO4_46;
+}
+
+int reply_security_error(CBB *out, frame_proto_t proto, uint16_t seq, uint16_t serializer_id,
+                         const char *msg)
 {
     CBB payload;
-    if (!CBB_init(&payload, 256))
+    if (!is_pyro4(proto) || !CBB_init(&payload, 256))
         return 0;
     if (!reply_encode_security_error(&payload, serializer_id, msg)) {
         CBB_cleanup(&payload);
         return 0;
     }
-    int ok = frame_payload(out, MSG_RESULT, FLAG4_EXCEPTION, seq, serializer_id, &payload);
+    int ok = frame_payload(out, proto, MSG_RESULT, FLAG4_EXCEPTION, seq, serializer_id, &payload);
     CBB_cleanup(&payload);
     return ok;
 }
 
-int reply_connectfail(CBB *out, uint16_t seq, const char *msg)
+int reply_connectfail(CBB *out, frame_proto_t proto, uint16_t seq, const char *msg)
 {
     char m[REPLY_MSG_MAX];
     size_t n = sanitize(msg, m);
     CBB payload;
-    if (!CBB_init(&payload, 128))
+    if (!is_pyro4(proto) || !CBB_init(&payload, 128))
         return 0;
     if (!marshal_str(&payload, m, n)) {
         CBB_cleanup(&payload);
         return 0;
     }
-    int ok = frame_payload(out, MSG_CONNECTFAIL, 0, seq, SER4_MARSHAL, &payload);
+    int ok = frame_payload(out, proto, MSG_CONNECTFAIL, 0, seq, SER4_MARSHAL, &payload);
     CBB_cleanup(&payload);
     return ok;
 }

@@ -1,7 +1,11 @@
 /* reply: the messages pyroguard itself sends to a Pyro4 client, in Pyro's own terms
- * (DESIGN.md property 3, PROTOCOL.md §4.1, §10).
+ * (DESIGN.md property 3, PROTOCOL.md §4.1, §10), framed for the connection's protocol: Pyro4
+ * protocol 48, or 47 or 46 (the same messages with their version in the header, PROTOCOL.md
+ * §13; SecurityError is in Pyro4.errors in those releases too). Pyro5 replies are not built yet:
+ * the builders return 0 for PROTO_PYRO5 and the caller closes the connection, as for any reply
+ * it cannot build (pyro.protocols cannot list Pyro5 yet, config.c).
  *
- * All builders append one complete Pyro4 message to a caller-owned CBB and return 1 on
+ * All builders append one complete message to a caller-owned CBB and return 1 on
  * success, 0 on failure (the CBB is then in an undefined state; the caller aborts it).
  * Messages are pyroguard's own text: any byte outside printable ASCII is written as '?', so
  * no serializer needs escaping rules beyond quotes and backslashes. */
@@ -13,11 +17,13 @@
 
 #include <openssl/bytestring.h>
 
+#include "frame.h"
+
 /* reply_connectfail builds a CONNECTFAIL with sequence |seq| whose payload is |msg| as a
  * marshal string. Marshal is what the Pyro4 daemon itself uses when the request's serializer
  * was not accepted, and every Pyro4 client can decode it (PROTOCOL.md §4.1). The client raises
  * CommunicationError("connection to HOST:PORT rejected: <msg>"). */
-int reply_connectfail(CBB *out, uint16_t seq, const char *msg);
+int reply_connectfail(CBB *out, frame_proto_t proto, uint16_t seq, const char *msg);
 
 /* reply_security_error builds a RESULT with the EXCEPTION flag and sequence |seq| carrying
  * Pyro4.errors.SecurityError(msg) encoded with serializer |serializer_id|, so that the real
@@ -25,7 +31,8 @@ int reply_connectfail(CBB *out, uint16_t seq, const char *msg);
  * For the pickle family the payload is a fixed protocol-2 pickle of
  * `Pyro4.errors.SecurityError(msg)` written here, never anything the client sent. Returns 0
  * for an unknown serializer id. */
-int reply_security_error(CBB *out, uint16_t seq, uint16_t serializer_id, const char *msg);
+int reply_security_error(CBB *out, frame_proto_t proto, uint16_t seq, uint16_t serializer_id,
+                         const char *msg);
 
 /* reply_encode_security_error appends just the payload (no frame header). Exposed for tests. */
 int reply_encode_security_error(CBB *out, uint16_t serializer_id, const char *msg);

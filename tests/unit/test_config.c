@@ -95,7 +95,7 @@ static void assert_defaults(const config_t *cfg)
 {
     assert_int_equal(cfg->tls.min_version, TLS1_2_VERSION);
     assert_null(cfg->tls.crl.path);
-    assert_int_equal(cfg->pyro.protocols, 1u << 4);
+    assert_int_equal(cfg->pyro.protocols, FRAME_PROTO_BIT(PROTO_PYRO4));
     assert_int_equal(cfg->pyro.serializers, (1u << SER4_SERPENT) | (1u << SER4_JSON) |
                                                 (1u << SER4_MARSHAL) | (1u << SER4_MSGPACK));
     assert_int_equal(cfg->pyro.max_message_bytes, 16777216);
@@ -170,7 +170,7 @@ static void test_every_optional_value_can_be_set(void **state)
                                "  level: debug\n" CLIENTS);
     assert_string_equal(g_cfg.tls.crl.path, BASE_DIR "/ca.crl");
     assert_int_equal(g_cfg.tls.min_version, TLS1_3_VERSION);
-    assert_int_equal(g_cfg.pyro.protocols, 1u << 4);
+    assert_int_equal(g_cfg.pyro.protocols, FRAME_PROTO_BIT(PROTO_PYRO4));
     assert_int_equal(g_cfg.pyro.serializers, (1u << SER4_MSGPACK) | (1u << SER4_JSON));
     assert_int_equal(g_cfg.pyro.max_message_bytes, 1024);
     assert_int_equal(g_cfg.pyro.compression_allow, 0);
@@ -528,13 +528,30 @@ static void test_pyro5_next_to_pyro4_is_refused_at_load(void **state)
 static void test_unknown_protocol_is_refused(void **state)
 {
     assert_refused_with(MINIMAL "pyro:\n  protocols: [3]\n" CLIENTS,
-                        "t.yaml:10:15: pyro.protocols[0]: unknown Pyro protocol '3' (expected 4)");
+                        "t.yaml:10:15: pyro.protocols[0]: unknown Pyro protocol '3' (expected 4, "
+                        "4.47 or 4.46)");
+}
+
+static void test_pyro4_protocols_46_and_47_are_accepted_beside_48(void **state)
+{
+    assert_loads(MINIMAL "pyro:\n  protocols: [4.46, 4.47, 4]\n" CLIENTS);
+    assert_int_equal(g_cfg.pyro.protocols, FRAME_PROTO_BIT(PROTO_PYRO4_46) |
+                                               FRAME_PROTO_BIT(PROTO_PYRO4_47) |
+                                               FRAME_PROTO_BIT(PROTO_PYRO4));
+}
+
+static void test_a_pyro4_version_pyroguard_does_not_speak_is_refused(void **state)
+{
+    assert_refused_with(MINIMAL "pyro:\n  protocols: [4.45]\n" CLIENTS,
+                        "t.yaml:10:15: pyro.protocols[0]: unknown Pyro protocol '4.45' (expected "
+                        "4, 4.47 or 4.46)");
 }
 
 static void test_quoted_protocol_number_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [\"4\"]\n" CLIENTS,
-                        "t.yaml:10:15: pyro.protocols[0]: expected an integer, got '4'");
+    assert_refused_with(
+        MINIMAL "pyro:\n  protocols: [\"4\"]\n" CLIENTS,
+        "t.yaml:10:15: pyro.protocols[0]: expected a protocol version (4, 4.47 or 4.46), got '4'");
 }
 
 static void test_empty_protocol_list_is_refused(void **state)
@@ -1582,6 +1599,8 @@ int main(void)
         T(test_pyro5_protocol_is_refused_at_load),
         T(test_pyro5_next_to_pyro4_is_refused_at_load),
         T(test_unknown_protocol_is_refused),
+        T(test_pyro4_protocols_46_and_47_are_accepted_beside_48),
+        T(test_a_pyro4_version_pyroguard_does_not_speak_is_refused),
         T(test_quoted_protocol_number_is_refused),
         T(test_empty_protocol_list_is_refused),
         T(test_tls_1_1_is_refused),

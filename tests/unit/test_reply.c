@@ -249,7 +249,7 @@ test_security_error_is_an_exception_result_with_the_request_seq_and_serializer(v
         uint16_t seq = (uint16_t)(0xfff0 + i);
 
         assert_true(CBB_init(&cbb, 256));
-        assert_true(reply_security_error(&cbb, seq, ids[i], MSG));
+        assert_true(reply_security_error(&cbb, PROTO_PYRO4, seq, ids[i], MSG));
         assert_true(CBB_finish(&cbb, &out, &out_len));
         assert_int_equal(frame_parse(out, out_len, 1 << 20, &f, &err), FRAME_OK);
         assert_int_equal(f.total_len, out_len);
@@ -276,7 +276,7 @@ static void test_serpent_security_error_frame_is_byte_exact(void **state)
     uint8_t *out;
     size_t out_len;
     assert_true(CBB_init(&cbb, 256));
-    assert_true(reply_security_error(&cbb, 7, SER4_SERPENT, MSG));
+    assert_true(reply_security_error(&cbb, PROTO_PYRO4, 7, SER4_SERPENT, MSG));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_int_equal(out_len, sizeof(header) + sizeof(kSerpent) - 1);
     assert_memory_equal(out, header, sizeof(header));
@@ -293,7 +293,7 @@ static void test_security_error_is_appended_after_existing_bytes(void **state)
     frame_error_t err;
     assert_true(CBB_init(&cbb, 256));
     assert_true(CBB_add_bytes(&cbb, (const uint8_t *)"xyz", 3));
-    assert_true(reply_security_error(&cbb, 1, SER4_JSON, MSG));
+    assert_true(reply_security_error(&cbb, PROTO_PYRO4, 1, SER4_JSON, MSG));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_memory_equal(out, "xyz", 3);
     assert_int_equal(frame_parse(out + 3, out_len - 3, 1 << 20, &f, &err), FRAME_OK);
@@ -307,12 +307,62 @@ static void test_unknown_serializer_id_gets_no_security_error(void **state)
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         CBB cbb;
         assert_true(CBB_init(&cbb, 64));
-        assert_false(reply_security_error(&cbb, 1, ids[i], MSG));
+        assert_false(reply_security_error(&cbb, PROTO_PYRO4, 1, ids[i], MSG));
         CBB_cleanup(&cbb);
         assert_true(CBB_init(&cbb, 64));
         assert_false(reply_encode_security_error(&cbb, ids[i], MSG));
         CBB_cleanup(&cbb);
     }
+}
+
+static void test_refusals_for_protocols_47_and_46_carry_their_version_and_checksum(void **state)
+{
+    /* A 4.26-4.37 client reads only messages of its own protocol number (PROTOCOL.md §13). */
+    static const struct {
+        frame_proto_t proto;
+        uint16_t version;
+    } kCases[] = {{PROTO_PYRO4_47, 47}, {PROTO_PYRO4_46, 46}};
+    for (size_t i = 0; i < 2; i++) {
+        CBB cbb;
+        uint8_t *out;
+        size_t out_len;
+        frame_t f;
+        frame_error_t err;
+        assert_true(CBB_init(&cbb, 256));
+        assert_true(reply_security_error(&cbb, kCases[i].proto, 9, SER4_SERPENT, MSG));
+        assert_true(reply_connectfail(&cbb, kCases[i].proto, 0, MSG));
+        assert_true(CBB_finish(&cbb, &out, &out_len));
+        assert_int_equal(frame_parse_as(out, out_len, kCases[i].proto, 0, 1 << 20, &f, &err),
+                         FRAME_OK);
+        assert_int_equal(f.version, kCases[i].version);
+        assert_int_equal(f.type, MSG_RESULT);
+        assert_int_equal(f.flags, FLAG4_EXCEPTION);
+        assert_int_equal(f.seq, 9);
+        /* The payload is the one protocol 48 gets. */
+        bytes_t p = encode(SER4_SERPENT, MSG);
+        assert_int_equal(CBS_len(&f.payload), p.len);
+        assert_memory_equal(CBS_data(&f.payload), p.data, p.len);
+        OPENSSL_free(p.data);
+        size_t first = f.total_len;
+        assert_int_equal(
+            frame_parse_as(out + first, out_len - first, kCases[i].proto, 0, 1 << 20, &f, &err),
+            FRAME_OK);
+        assert_int_equal(f.version, kCases[i].version);
+        assert_int_equal(f.type, MSG_CONNECTFAIL);
+        assert_int_equal(f.serializer_id, SER4_MARSHAL);
+        OPENSSL_free(out);
+    }
+}
+
+static void test_no_refusal_is_built_for_pyro5_yet(void **state)
+{
+    CBB cbb;
+    assert_true(CBB_init(&cbb, 64));
+    assert_false(reply_security_error(&cbb, PROTO_PYRO5, 1, SER4_SERPENT, MSG));
+    CBB_cleanup(&cbb);
+    assert_true(CBB_init(&cbb, 64));
+    assert_false(reply_connectfail(&cbb, PROTO_PYRO5, 1, MSG));
+    CBB_cleanup(&cbb);
 }
 
 static void test_connectfail_is_a_marshal_string_frame(void **state)
@@ -329,7 +379,7 @@ static void test_connectfail_is_a_marshal_string_frame(void **state)
     frame_t f;
     frame_error_t err;
     assert_true(CBB_init(&cbb, 128));
-    assert_true(reply_connectfail(&cbb, 3, MSG));
+    assert_true(reply_connectfail(&cbb, PROTO_PYRO4, 3, MSG));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_int_equal(out_len, sizeof(expected) - 1);
     assert_memory_equal(out, expected, out_len);
@@ -352,7 +402,7 @@ static void test_connectfail_masks_bytes_outside_printable_ascii(void **state)
     frame_t f;
     frame_error_t err;
     assert_true(CBB_init(&cbb, 128));
-    assert_true(reply_connectfail(&cbb, 0, TRICKY));
+    assert_true(reply_connectfail(&cbb, PROTO_PYRO4, 0, TRICKY));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_int_equal(frame_parse(out, out_len, 1 << 20, &f, &err), FRAME_OK);
     assert_int_equal(CBS_len(&f.payload), sizeof(expected_payload) - 1);
@@ -386,6 +436,8 @@ int main(void)
         cmocka_unit_test(test_security_error_is_appended_after_existing_bytes),
         cmocka_unit_test(test_unknown_serializer_id_gets_no_security_error),
         cmocka_unit_test(test_connectfail_is_a_marshal_string_frame),
+        cmocka_unit_test(test_refusals_for_protocols_47_and_46_carry_their_version_and_checksum),
+        cmocka_unit_test(test_no_refusal_is_built_for_pyro5_yet),
         cmocka_unit_test(test_connectfail_masks_bytes_outside_printable_ascii),
     };
     return cmocka_run_group_tests_name("reply", tests, NULL, NULL);
