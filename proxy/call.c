@@ -289,7 +289,8 @@ int call_from_blob(const value_t *blbi, uint16_t flags, value_arena_t *arena, ca
     return 1;
 }
 
-int call_from_connect(const value_t *top, value_arena_t *arena, call_t *out, call_refusal_t *r)
+int call_from_connect(const value_t *top, int object_required, value_arena_t *arena, call_t *out,
+                      call_refusal_t *r)
 {
     const value_t *handshake, *obj = NULL;
     memset(out, 0, sizeof(*out));
@@ -301,6 +302,9 @@ int call_from_connect(const value_t *top, value_arena_t *arena, call_t *out, cal
     int has_object = value_dict_get(top, "object", &obj);
     if (has_object < 0)
         return malformed(r, "CONNECT payload has 'object' twice");
+    /* Pyro5 reads data["object"] unconditionally (PROTOCOL.md §3.5, §4.2). */
+    if (object_required && !has_object)
+        return malformed(r, "a Pyro5 CONNECT payload needs 'object'");
     if (top->u.dict.n != 1u + (unsigned)has_object)
         return malformed(r, "CONNECT payload has keys other than 'handshake' and 'object'");
     if (has_object) {

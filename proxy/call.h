@@ -65,9 +65,11 @@ int call_from_invoke(const value_t *top, call_form_t form, uint16_t flags, value
 int call_from_blob(const value_t *blbi, uint16_t flags, value_arena_t *arena, call_t *out,
                    call_refusal_t *r);
 
-/* call_from_connect reads a CONNECT payload (PROTOCOL.md §4.1): a dict with "handshake" and,
- * optionally, a str "object", and no other key. */
-int call_from_connect(const value_t *top, value_arena_t *arena, call_t *out, call_refusal_t *r);
+/* call_from_connect reads a CONNECT payload (PROTOCOL.md §4.1, §4.2): a dict with "handshake"
+ * and a str "object" — optional for Pyro4 (METADATA=False clients leave it out), required when
+ * |object_required| (Pyro5) — and no other key. */
+int call_from_connect(const value_t *top, int object_required, value_arena_t *arena, call_t *out,
+                      call_refusal_t *r);
 
 /* call_check_name applies the name rules to one method or attribute name: a str, an ASCII
  * identifier, no '.', not private per PROTOCOL.md §7.1. Returns 1 if it passes; 0 with |r|

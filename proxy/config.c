@@ -409,8 +409,8 @@ static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
         if (s == NULL) {
             ok = 0;
         } else if (!is_plain(item)) {
-            cfg_err(ctx, item, item_path, "expected a protocol version (4, 4.47 or 4.46), got '%s'",
-                    s);
+            cfg_err(ctx, item, item_path,
+                    "expected a protocol version (4, 5, 4.47 or 4.46), got '%s'", s);
             ok = 0;
         } else if (strcmp(s, "4") == 0) {
             mask |= FRAME_PROTO_BIT(PROTO_PYRO4);
@@ -419,13 +419,10 @@ static int parse_protocols(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
         } else if (strcmp(s, "4.46") == 0) {
             mask |= FRAME_PROTO_BIT(PROTO_PYRO4_46);
         } else if (strcmp(s, "5") == 0) {
-            /* Refusing here is louder than accepting the key and then closing every Pyro5
-             * connection: the operator learns at load time what this build cannot do. */
-            cfg_err(ctx, item, item_path, "Pyro5 is not supported by this version of pyroguard");
-            ok = 0;
+            mask |= FRAME_PROTO_BIT(PROTO_PYRO5);
         } else {
-            cfg_err(ctx, item, item_path, "unknown Pyro protocol '%s' (expected 4, 4.47 or 4.46)",
-                    s);
+            cfg_err(ctx, item, item_path,
+                    "unknown Pyro protocol '%s' (expected 4, 5, 4.47 or 4.46)", s);
             ok = 0;
         }
     }

@@ -645,6 +645,13 @@ static void on_deadline(uv_timer_t *t)
 
 /* ---- refusals ------------------------------------------------------------------------- */
 
+/* corr_of returns the correlation id a reply to |f| echoes: a Pyro5 request's, when it set one
+ * (PROTOCOL.md §3.2), else none. */
+static const uint8_t *corr_of(const frame_t *f)
+{
+    return f != NULL && (f->flags & FLAG_CORR_ID) ? f->corr_id : NULL;
+}
+
 /* refuse_connect answers a refused or unserviceable CONNECT with a CONNECTFAIL in Pyro's own
  * terms and closes (the daemon closes after CONNECTFAIL too, PROTOCOL.md §1). */
 static void refuse_connect_call(conn_t *c, const char *reason, const char *detail, const frame_t *f,
@@ -658,7 +665,7 @@ static void refuse_connect_call(conn_t *c, const char *reason, const char *detai
         f = &held;
     log_decision(c, 0, reason, detail, f, "connectfail", in, entry);
     if (CBB_init(&cbb, 128)) {
-        if (reply_connectfail(&cbb, c->proto, f ? f->seq : c->connect_seq, detail))
+        if (reply_connectfail(&cbb, c->proto, f ? f->seq : c->connect_seq, corr_of(f), detail))
             conn_send_built(c, &cbb);
         CBB_cleanup(&cbb);
     }
@@ -693,7 +700,7 @@ static void refuse_invoke(conn_t *c, const frame_t *f, const char *reason, const
         refuse_close(c, reason, detail, f);
         return;
     }
-    if (!reply_security_error(&cbb, c->proto, f->seq, f->serializer_id, detail)) {
+    if (!reply_security_error(&cbb, c->proto, f->seq, f->serializer_id, corr_of(f), detail)) {
         /* No serializer to answer in: the daemon would drop the connection as well. */
         CBB_cleanup(&cbb);
         log_decision(c, 0, reason, detail, f, "closed", in, entry);

@@ -233,7 +233,7 @@ inspect_verdict_t inspect_request(const config_t *cfg, const frame_t *f, inspect
     call_refusal_t r;
     int ok;
     if (f->type == MSG_CONNECT)
-        ok = call_from_connect(top, &in->arena, &in->call, &r);
+        ok = call_from_connect(top, f->proto == PROTO_PYRO5, &in->arena, &in->call, &r);
     else
         ok = call_from_invoke(top, f->serializer_id == SER4_JSON ? CALL_FORM_JSON : CALL_FORM_TUPLE,
                               f->flags, &in->arena, &in->call, &r);

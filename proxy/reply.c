@@ -4,7 +4,12 @@
 
 #include <openssl/mem.h>
 
-static const char kErrorClass[] = "Pyro4.errors.SecurityError";
+/* The class a client's serializer turns the reply back into: Pyro4's and Pyro5's serializers
+ * both rebuild "<package>.errors.<name>" exceptions from their own errors module. */
+static const char *error_class(frame_proto_t proto)
+{
+    return proto == PROTO_PYRO5 ? "Pyro5.errors.SecurityError" : "Pyro4.errors.SecurityError";
+}
 /* The largest message we render; longer texts are cut. */
 #define REPLY_MSG_MAX 1024
 
@@ -39,16 +44,16 @@ static int add_quoted(CBB *out, char quote, const char *s, size_t n)
 }
 
 /* serpent: a Python literal dict, as serpent writes exceptions (PROTOCOL.md §10). */
-static int encode_serpent(CBB *out, const char *m, size_t n)
+static int encode_serpent(CBB *out, const char *cls, const char *m, size_t n)
 {
-    return add_str(out, "# serpent utf-8 python3.2\n{'__class__':'") && add_str(out, kErrorClass) &&
+    return add_str(out, "# serpent utf-8 python3.2\n{'__class__':'") && add_str(out, cls) &&
            add_str(out, "','__exception__':True,'args':(") && add_quoted(out, '\'', m, n) &&
            add_str(out, ",),'attributes':{}}");
 }
 
-static int encode_json(CBB *out, const char *m, size_t n)
+static int encode_json(CBB *out, const char *cls, const char *m, size_t n)
 {
-    return add_str(out, "{\"__class__\": \"") && add_str(out, kErrorClass) &&
+    return add_str(out, "{\"__class__\": \"") && add_str(out, cls) &&
            add_str(out, "\", \"__exception__\": true, \"args\": [") && add_quoted(out, '"', m, n) &&
            add_str(out, "], \"attributes\": {}}");
 }
@@ -65,13 +70,13 @@ static int marshal_cstr(CBB *out, const char *s)
     return marshal_str(out, s, strlen(s));
 }
 
-static int encode_marshal(CBB *out, const char *m, size_t n)
+static int encode_marshal(CBB *out, const char *cls, const char *m, size_t n)
 {
-    return CBB_add_u8(out, '{') && marshal_cstr(out, "__class__") &&
-           marshal_cstr(out, kErrorClass) && marshal_cstr(out, "__exception__") &&
-           CBB_add_u8(out, 'T') && marshal_cstr(out, "args") && CBB_add_u8(out, ')') &&
-           CBB_add_u8(out, 1) && marshal_str(out, m, n) && marshal_cstr(out, "attributes") &&
-           CBB_add_u8(out, '{') && CBB_add_u8(out, '0') && CBB_add_u8(out, '0');
+    return CBB_add_u8(out, '{') && marshal_cstr(out, "__class__") && marshal_cstr(out, cls) &&
+           marshal_cstr(out, "__exception__") && CBB_add_u8(out, 'T') &&
+           marshal_cstr(out, "args") && CBB_add_u8(out, ')') && CBB_add_u8(out, 1) &&
+           marshal_str(out, m, n) && marshal_cstr(out, "attributes") && CBB_add_u8(out, '{') &&
+           CBB_add_u8(out, '0') && CBB_add_u8(out, '0');
 }
 
 /* msgpack: str8/str16 as needed; the message is capped at REPLY_MSG_MAX. */
@@ -92,12 +97,12 @@ static int msgpack_cstr(CBB *out, const char *s)
     return msgpack_str(out, s, strlen(s));
 }
 
-static int encode_msgpack(CBB *out, const char *m, size_t n)
+static int encode_msgpack(CBB *out, const char *cls, const char *m, size_t n)
 {
-    return CBB_add_u8(out, 0x84) && msgpack_cstr(out, "__class__") &&
-           msgpack_cstr(out, kErrorClass) && msgpack_cstr(out, "__exception__") &&
-           CBB_add_u8(out, 0xc3) && msgpack_cstr(out, "args") && CBB_add_u8(out, 0x91) &&
-           msgpack_str(out, m, n) && msgpack_cstr(out, "attributes") && CBB_add_u8(out, 0x80);
+    return CBB_add_u8(out, 0x84) && msgpack_cstr(out, "__class__") && msgpack_cstr(out, cls) &&
+           msgpack_cstr(out, "__exception__") && CBB_add_u8(out, 0xc3) &&
+           msgpack_cstr(out, "args") && CBB_add_u8(out, 0x91) && msgpack_str(out, m, n) &&
+           msgpack_cstr(out, "attributes") && CBB_add_u8(out, 0x80);
 }
 
 /* pickle protocol 2: GLOBAL 'Pyro4.errors SecurityError', BINUNICODE msg, TUPLE1, REDUCE,
@@ -110,72 +115,71 @@ static int encode_pickle(CBB *out, const char *m, size_t n)
            CBB_add_u8(out, 0x85) && CBB_add_u8(out, 'R') && CBB_add_u8(out, '.');
 }
 
-int reply_encode_security_error(CBB *out, uint16_t serializer_id, const char *msg)
+int reply_encode_security_error(CBB *out, frame_proto_t proto, uint16_t serializer_id,
+                                const char *msg)
 {
     char m[REPLY_MSG_MAX];
     size_t n = sanitize(msg, m);
+    const char *cls = error_class(proto);
     switch (serializer_id) {
     case SER4_SERPENT:
-        return encode_serpent(out, m, n);
+        return encode_serpent(out, cls, m, n);
     case SER4_JSON:
-        return encode_json(out, m, n);
+        return encode_json(out, cls, m, n);
     case SER4_MARSHAL:
-        return encode_marshal(out, m, n);
+        return encode_marshal(out, cls, m, n);
     case SER4_MSGPACK:
-        return encode_msgpack(out, m, n);
+        return encode_msgpack(out, cls, m, n);
     case SER4_PICKLE:
     case SER4_DILL:
     case SER4_CLOUDPICKLE:
-        return encode_pickle(out, m, n);
+        /* Pyro5 has no pickle serializer (PROTOCOL.md §3.3): its ids never get here. */
+        return proto != PROTO_PYRO5 && encode_pickle(out, m, n);
     }
     return 0;
 }
 
 /* build_message encodes a payload with |encode| into a scratch CBB, then frames it. */
 static int frame_payload(CBB *out, frame_proto_t proto, uint16_t type, uint16_t flags, uint16_t seq,
-                         uint16_t ser, CBB *payload)
+                         uint16_t ser, const uint8_t *corr_id, CBB *payload)
 {
     uint8_t *data = NULL;
     size_t len = 0;
     int ok = CBB_finish(payload, &data, &len) &&
-             frame_build_as(out, proto, type, flags, seq, ser, NULL, NULL, 0, data, len);
+             frame_build_as(out, proto, type, flags, seq, ser, corr_id, NULL, 0, data, len);
     OPENSSL_free(data);
     return ok;
 }
 
-/* is_pyro4 says whether replies can be built for |proto| (see reply.h). */
-static int is_pyro4(frame_proto_t proto)
-{
-    return proto == PROTO_PYRO4 || proto == PROTO_PYRO4_47 || proto == PROTO_PYRO4_46;
-}
-
 int reply_security_error(CBB *out, frame_proto_t proto, uint16_t seq, uint16_t serializer_id,
-                         const char *msg)
+                         const uint8_t *corr_id, const char *msg)
 {
     CBB payload;
-    if (!is_pyro4(proto) || !CBB_init(&payload, 256))
+    if (proto == PROTO_NONE || !CBB_init(&payload, 256))
         return 0;
-    if (!reply_encode_security_error(&payload, serializer_id, msg)) {
+    if (!reply_encode_security_error(&payload, proto, serializer_id, msg)) {
         CBB_cleanup(&payload);
         return 0;
     }
-    int ok = frame_payload(out, proto, MSG_RESULT, FLAG4_EXCEPTION, seq, serializer_id, &payload);
+    int ok = frame_payload(out, proto, MSG_RESULT, FLAG4_EXCEPTION, seq, serializer_id, corr_id,
+                           &payload);
     CBB_cleanup(&payload);
     return ok;
 }
 
-int reply_connectfail(CBB *out, frame_proto_t proto, uint16_t seq, const char *msg)
+int reply_connectfail(CBB *out, frame_proto_t proto, uint16_t seq, const uint8_t *corr_id,
+                      const char *msg)
 {
     char m[REPLY_MSG_MAX];
     size_t n = sanitize(msg, m);
     CBB payload;
-    if (!is_pyro4(proto) || !CBB_init(&payload, 128))
+    if (proto == PROTO_NONE || !CBB_init(&payload, 128))
         return 0;
     if (!marshal_str(&payload, m, n)) {
         CBB_cleanup(&payload);
         return 0;
     }
-    int ok = frame_payload(out, proto, MSG_CONNECTFAIL, 0, seq, SER4_MARSHAL, &payload);
+    int ok = frame_payload(out, proto, MSG_CONNECTFAIL, 0, seq, SER4_MARSHAL, corr_id, &payload);
     CBB_cleanup(&payload);
     return ok;
 }

@@ -365,6 +365,16 @@ static void test_json_form_with_a_missing_or_extra_key_is_refused(void **state)
     assert_string_equal(r.reason, "malformed_call");
 }
 
+static void test_pyro5_connect_without_object_is_refused(void **state)
+{
+    call_t c;
+    call_refusal_t r;
+    assert_false(call_from_connect(dict(1, str("handshake"), str("hello")), 1, &g_arena, &c, &r));
+    assert_string_equal(r.reason, "malformed_call");
+    assert_true(call_from_connect(
+        dict(2, str("handshake"), str("hello"), str("object"), str("thing")), 1, &g_arena, &c, &r));
+}
+
 static void test_tuple_payload_under_json_is_refused(void **state)
 {
     call_t c;
@@ -418,7 +428,7 @@ static void test_connect_with_handshake_and_object_is_read(void **state)
     call_t c;
     call_refusal_t r;
     assert_true(call_from_connect(
-        dict(2, str("handshake"), str("hello"), str("object"), str("thing")), &g_arena, &c, &r));
+        dict(2, str("handshake"), str("hello"), str("object"), str("thing")), 0, &g_arena, &c, &r));
     assert_int_equal(c.kind, CALL_CONNECT);
     assert_true(value_is_str(c.object, "thing"));
     assert_int_equal(c.n_names, 0);
@@ -428,7 +438,7 @@ static void test_connect_without_metadata_object_is_accepted(void **state)
 {
     call_t c;
     call_refusal_t r;
-    assert_true(call_from_connect(dict(1, str("handshake"), str("hello")), &g_arena, &c, &r));
+    assert_true(call_from_connect(dict(1, str("handshake"), str("hello")), 0, &g_arena, &c, &r));
     assert_null(c.object);
 }
 
@@ -436,14 +446,14 @@ static void test_connect_of_another_shape_is_refused(void **state)
 {
     call_t c;
     call_refusal_t r;
-    assert_false(call_from_connect(str("hello"), &g_arena, &c, &r));
-    assert_false(call_from_connect(dict(1, str("object"), str("thing")), &g_arena, &c, &r));
-    assert_false(call_from_connect(dict(2, str("handshake"), none(), str("extra"), none()),
+    assert_false(call_from_connect(str("hello"), 0, &g_arena, &c, &r));
+    assert_false(call_from_connect(dict(1, str("object"), str("thing")), 0, &g_arena, &c, &r));
+    assert_false(call_from_connect(dict(2, str("handshake"), none(), str("extra"), none()), 0,
                                    &g_arena, &c, &r));
     assert_false(call_from_connect(
-        dict(3, str("handshake"), none(), str("object"), str("a"), str("object"), str("b")),
+        dict(3, str("handshake"), none(), str("object"), str("a"), str("object"), str("b")), 0,
         &g_arena, &c, &r));
-    assert_false(call_from_connect(dict(2, str("handshake"), none(), str("object"), bytes("a")),
+    assert_false(call_from_connect(dict(2, str("handshake"), none(), str("object"), bytes("a")), 0,
                                    &g_arena, &c, &r));
     assert_string_equal(r.reason, "malformed_call");
 }
@@ -486,6 +496,7 @@ int main(void)
         T(test_connect_with_handshake_and_object_is_read),
         T(test_connect_without_metadata_object_is_accepted),
         T(test_connect_of_another_shape_is_refused),
+        T(test_pyro5_connect_without_object_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -511,25 +511,22 @@ static void test_serializers_as_a_single_name_is_refused(void **state)
                         "a scalar");
 }
 
-static void test_pyro5_protocol_is_refused_at_load(void **state)
+static void test_pyro5_is_accepted_alone_or_beside_pyro4(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [5]\n" CLIENTS,
-                        "t.yaml:10:15: pyro.protocols[0]: Pyro5 is not supported by this version "
-                        "of pyroguard");
-}
-
-static void test_pyro5_next_to_pyro4_is_refused_at_load(void **state)
-{
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [4, 5]\n" CLIENTS,
-                        "t.yaml:10:18: pyro.protocols[1]: Pyro5 is not supported by this version "
-                        "of pyroguard");
+    assert_loads(MINIMAL "pyro:\n  protocols: [5]\n" CLIENTS);
+    assert_int_equal(g_cfg.pyro.protocols, FRAME_PROTO_BIT(PROTO_PYRO5));
+    release(NULL);
+    assert_loads(MINIMAL "pyro:\n  protocols: [4, 5]\n" CLIENTS);
+    assert_int_equal(g_cfg.pyro.protocols,
+                     FRAME_PROTO_BIT(PROTO_PYRO4) | FRAME_PROTO_BIT(PROTO_PYRO5));
 }
 
 static void test_unknown_protocol_is_refused(void **state)
 {
-    assert_refused_with(MINIMAL "pyro:\n  protocols: [3]\n" CLIENTS,
-                        "t.yaml:10:15: pyro.protocols[0]: unknown Pyro protocol '3' (expected 4, "
-                        "4.47 or 4.46)");
+    assert_refused_with(
+        MINIMAL "pyro:\n  protocols: [3]\n" CLIENTS,
+        "t.yaml:10:15: pyro.protocols[0]: unknown Pyro protocol '3' (expected 4, 5, "
+        "4.47 or 4.46)");
 }
 
 static void test_pyro4_protocols_46_and_47_are_accepted_beside_48(void **state)
@@ -544,14 +541,14 @@ static void test_a_pyro4_version_pyroguard_does_not_speak_is_refused(void **stat
 {
     assert_refused_with(MINIMAL "pyro:\n  protocols: [4.45]\n" CLIENTS,
                         "t.yaml:10:15: pyro.protocols[0]: unknown Pyro protocol '4.45' (expected "
-                        "4, 4.47 or 4.46)");
+                        "4, 5, 4.47 or 4.46)");
 }
 
 static void test_quoted_protocol_number_is_refused(void **state)
 {
-    assert_refused_with(
-        MINIMAL "pyro:\n  protocols: [\"4\"]\n" CLIENTS,
-        "t.yaml:10:15: pyro.protocols[0]: expected a protocol version (4, 4.47 or 4.46), got '4'");
+    assert_refused_with(MINIMAL "pyro:\n  protocols: [\"4\"]\n" CLIENTS,
+                        "t.yaml:10:15: pyro.protocols[0]: expected a protocol version (4, 5, 4.47 "
+                        "or 4.46), got '4'");
 }
 
 static void test_empty_protocol_list_is_refused(void **state)
@@ -1596,8 +1593,7 @@ int main(void)
         T(test_serializer_listed_twice_is_refused),
         T(test_empty_serializer_list_is_refused),
         T(test_serializers_as_a_single_name_is_refused),
-        T(test_pyro5_protocol_is_refused_at_load),
-        T(test_pyro5_next_to_pyro4_is_refused_at_load),
+        T(test_pyro5_is_accepted_alone_or_beside_pyro4),
         T(test_unknown_protocol_is_refused),
         T(test_pyro4_protocols_46_and_47_are_accepted_beside_48),
         T(test_a_pyro4_version_pyroguard_does_not_speak_is_refused),

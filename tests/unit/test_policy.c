@@ -171,7 +171,7 @@ static int connect_with(const char *serpent, int wants_metadata)
     call_refusal_t r;
     if (!decode_serpent((const uint8_t *)serpent, strlen(serpent), &g_arena, &top, &why))
         fail_msg("serpent refused (%s): %s", why, serpent);
-    if (!call_from_connect(top, &g_arena, &call, &r))
+    if (!call_from_connect(top, 0, &g_arena, &call, &r))
         fail_msg("connect refused: %s", r.detail);
     return policy_decide(&g_cfg, g_rule, &call, wants_metadata, &g_d);
 }

@@ -37,7 +37,7 @@ static bytes_t encode(uint16_t serializer_id, const char *msg)
     CBB cbb;
     bytes_t b = {NULL, 0};
     assert_true(CBB_init(&cbb, 64));
-    assert_true(reply_encode_security_error(&cbb, serializer_id, msg));
+    assert_true(reply_encode_security_error(&cbb, PROTO_PYRO4, serializer_id, msg));
     assert_true(CBB_finish(&cbb, &b.data, &b.len));
     return b;
 }
@@ -249,7 +249,7 @@ test_security_error_is_an_exception_result_with_the_request_seq_and_serializer(v
         uint16_t seq = (uint16_t)(0xfff0 + i);
 
         assert_true(CBB_init(&cbb, 256));
-        assert_true(reply_security_error(&cbb, PROTO_PYRO4, seq, ids[i], MSG));
+        assert_true(reply_security_error(&cbb, PROTO_PYRO4, seq, ids[i], NULL, MSG));
         assert_true(CBB_finish(&cbb, &out, &out_len));
         assert_int_equal(frame_parse(out, out_len, 1 << 20, &f, &err), FRAME_OK);
         assert_int_equal(f.total_len, out_len);
@@ -276,7 +276,7 @@ static void test_serpent_security_error_frame_is_byte_exact(void **state)
     uint8_t *out;
     size_t out_len;
     assert_true(CBB_init(&cbb, 256));
-    assert_true(reply_security_error(&cbb, PROTO_PYRO4, 7, SER4_SERPENT, MSG));
+    assert_true(reply_security_error(&cbb, PROTO_PYRO4, 7, SER4_SERPENT, NULL, MSG));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_int_equal(out_len, sizeof(header) + sizeof(kSerpent) - 1);
     assert_memory_equal(out, header, sizeof(header));
@@ -293,7 +293,7 @@ static void test_security_error_is_appended_after_existing_bytes(void **state)
     frame_error_t err;
     assert_true(CBB_init(&cbb, 256));
     assert_true(CBB_add_bytes(&cbb, (const uint8_t *)"xyz", 3));
-    assert_true(reply_security_error(&cbb, PROTO_PYRO4, 1, SER4_JSON, MSG));
+    assert_true(reply_security_error(&cbb, PROTO_PYRO4, 1, SER4_JSON, NULL, MSG));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_memory_equal(out, "xyz", 3);
     assert_int_equal(frame_parse(out + 3, out_len - 3, 1 << 20, &f, &err), FRAME_OK);
@@ -307,10 +307,10 @@ static void test_unknown_serializer_id_gets_no_security_error(void **state)
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         CBB cbb;
         assert_true(CBB_init(&cbb, 64));
-        assert_false(reply_security_error(&cbb, PROTO_PYRO4, 1, ids[i], MSG));
+        assert_false(reply_security_error(&cbb, PROTO_PYRO4, 1, ids[i], NULL, MSG));
         CBB_cleanup(&cbb);
         assert_true(CBB_init(&cbb, 64));
-        assert_false(reply_encode_security_error(&cbb, ids[i], MSG));
+        assert_false(reply_encode_security_error(&cbb, PROTO_PYRO4, ids[i], MSG));
         CBB_cleanup(&cbb);
     }
 }
@@ -329,8 +329,8 @@ static void test_refusals_for_protocols_47_and_46_carry_their_version_and_checks
         frame_t f;
         frame_error_t err;
         assert_true(CBB_init(&cbb, 256));
-        assert_true(reply_security_error(&cbb, kCases[i].proto, 9, SER4_SERPENT, MSG));
-        assert_true(reply_connectfail(&cbb, kCases[i].proto, 0, MSG));
+        assert_true(reply_security_error(&cbb, kCases[i].proto, 9, SER4_SERPENT, NULL, MSG));
+        assert_true(reply_connectfail(&cbb, kCases[i].proto, 0, NULL, MSG));
         assert_true(CBB_finish(&cbb, &out, &out_len));
         assert_int_equal(frame_parse_as(out, out_len, kCases[i].proto, 0, 1 << 20, &f, &err),
                          FRAME_OK);
@@ -354,15 +354,94 @@ static void test_refusals_for_protocols_47_and_46_carry_their_version_and_checks
     }
 }
 
-static void test_no_refusal_is_built_for_pyro5_yet(void **state)
+static void test_pyro5_refusals_are_pyro5_security_errors_with_the_request_corr_id(void **state)
+{
+    static const uint8_t corr[FRAME5_CORR_LEN] = {0xba, 0x45, 0x99, 0x2a, 0x84, 0x07, 0x4a, 0x90,
+                                                  0x8c, 0xd7, 0x02, 0x04, 0xd5, 0xe5, 0xf4, 0x9d};
+    static const struct {
+        uint16_t ser, wire;
+    } kCases[] = {{SER4_SERPENT, SER5_SERPENT},
+                  {SER4_MARSHAL, SER5_MARSHAL},
+                  {SER4_JSON, SER5_JSON},
+                  {SER4_MSGPACK, SER5_MSGPACK}};
+    for (size_t i = 0; i < 4; i++) {
+        CBB cbb;
+        uint8_t *out;
+        size_t out_len;
+        frame_t f;
+        frame_error_t err;
+        assert_true(CBB_init(&cbb, 256));
+        assert_true(reply_security_error(&cbb, PROTO_PYRO5, 11, kCases[i].ser, corr, MSG));
+        assert_true(CBB_finish(&cbb, &out, &out_len));
+        assert_int_equal(frame_parse_as(out, out_len, PROTO_PYRO5, 0, 1 << 20, &f, &err), FRAME_OK);
+        assert_int_equal(f.total_len, out_len);
+        assert_int_equal(f.version, 502);
+        assert_int_equal(f.type, MSG_RESULT);
+        assert_int_equal(f.wire_flags, FLAG5_EXCEPTION | FLAG5_CORR_ID);
+        assert_int_equal(f.wire_serializer, kCases[i].wire); /* Pyro5's id, not Pyro4's */
+        assert_int_equal(f.seq, 11);
+        assert_memory_equal(f.corr_id, corr, sizeof(corr));
+        /* The same payload as for Pyro4 but for the package of the class. */
+        CBB want;
+        uint8_t *w;
+        size_t w_len;
+        assert_true(CBB_init(&want, 256));
+        assert_true(reply_encode_security_error(&want, PROTO_PYRO5, kCases[i].ser, MSG));
+        assert_true(CBB_finish(&want, &w, &w_len));
+        assert_int_equal(CBS_len(&f.payload), w_len);
+        assert_memory_equal(CBS_data(&f.payload), w, w_len);
+        assert_non_null(memmem(w, w_len, "Pyro5.errors.SecurityError", 26));
+        assert_null(memmem(w, w_len, "Pyro4", 5));
+        OPENSSL_free(w);
+        OPENSSL_free(out);
+    }
+}
+
+static void test_pyro5_serpent_security_error_payload_is_byte_exact(void **state)
+{
+    static const char kWant[] =
+        "# serpent utf-8 python3.2\n{'__class__':'Pyro5.errors.SecurityError',"
+        "'__exception__':True,'args':('pyroguard: refused \\'x\\'',),'attributes':{}}";
+    CBB cbb;
+    uint8_t *out;
+    size_t out_len;
+    assert_true(CBB_init(&cbb, 256));
+    assert_true(
+        reply_encode_security_error(&cbb, PROTO_PYRO5, SER4_SERPENT, "pyroguard: refused 'x'"));
+    assert_true(CBB_finish(&cbb, &out, &out_len));
+    assert_int_equal(out_len, sizeof(kWant) - 1);
+    assert_memory_equal(out, kWant, out_len);
+    OPENSSL_free(out);
+}
+
+static void test_pyro5_has_no_pickle_to_answer_in(void **state)
+{
+    static const uint16_t ids[] = {SER4_PICKLE, SER4_DILL, SER4_CLOUDPICKLE, SER_UNKNOWN};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        CBB cbb;
+        assert_true(CBB_init(&cbb, 64));
+        assert_false(reply_security_error(&cbb, PROTO_PYRO5, 1, ids[i], NULL, MSG));
+        CBB_cleanup(&cbb);
+    }
+}
+
+static void test_pyro5_connectfail_is_a_marshal_string_with_pyro5s_marshal_id(void **state)
 {
     CBB cbb;
-    assert_true(CBB_init(&cbb, 64));
-    assert_false(reply_security_error(&cbb, PROTO_PYRO5, 1, SER4_SERPENT, MSG));
-    CBB_cleanup(&cbb);
-    assert_true(CBB_init(&cbb, 64));
-    assert_false(reply_connectfail(&cbb, PROTO_PYRO5, 1, MSG));
-    CBB_cleanup(&cbb);
+    uint8_t *out;
+    size_t out_len;
+    frame_t f;
+    frame_error_t err;
+    assert_true(CBB_init(&cbb, 128));
+    assert_true(reply_connectfail(&cbb, PROTO_PYRO5, 0, NULL, MSG));
+    assert_true(CBB_finish(&cbb, &out, &out_len));
+    assert_int_equal(frame_parse_as(out, out_len, PROTO_PYRO5, 0, 1 << 20, &f, &err), FRAME_OK);
+    assert_int_equal(f.type, MSG_CONNECTFAIL);
+    assert_int_equal(f.wire_serializer, SER5_MARSHAL);
+    assert_int_equal(f.wire_flags, 0);
+    assert_int_equal(CBS_len(&f.payload), 5 + strlen(MSG));
+    assert_int_equal(CBS_data(&f.payload)[0], 'u');
+    OPENSSL_free(out);
 }
 
 static void test_connectfail_is_a_marshal_string_frame(void **state)
@@ -379,7 +458,7 @@ static void test_connectfail_is_a_marshal_string_frame(void **state)
     frame_t f;
     frame_error_t err;
     assert_true(CBB_init(&cbb, 128));
-    assert_true(reply_connectfail(&cbb, PROTO_PYRO4, 3, MSG));
+    assert_true(reply_connectfail(&cbb, PROTO_PYRO4, 3, NULL, MSG));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_int_equal(out_len, sizeof(expected) - 1);
     assert_memory_equal(out, expected, out_len);
@@ -402,7 +481,7 @@ static void test_connectfail_masks_bytes_outside_printable_ascii(void **state)
     frame_t f;
     frame_error_t err;
     assert_true(CBB_init(&cbb, 128));
-    assert_true(reply_connectfail(&cbb, PROTO_PYRO4, 0, TRICKY));
+    assert_true(reply_connectfail(&cbb, PROTO_PYRO4, 0, NULL, TRICKY));
     assert_true(CBB_finish(&cbb, &out, &out_len));
     assert_int_equal(frame_parse(out, out_len, 1 << 20, &f, &err), FRAME_OK);
     assert_int_equal(CBS_len(&f.payload), sizeof(expected_payload) - 1);
@@ -437,7 +516,10 @@ int main(void)
         cmocka_unit_test(test_unknown_serializer_id_gets_no_security_error),
         cmocka_unit_test(test_connectfail_is_a_marshal_string_frame),
         cmocka_unit_test(test_refusals_for_protocols_47_and_46_carry_their_version_and_checksum),
-        cmocka_unit_test(test_no_refusal_is_built_for_pyro5_yet),
+        cmocka_unit_test(test_pyro5_refusals_are_pyro5_security_errors_with_the_request_corr_id),
+        cmocka_unit_test(test_pyro5_serpent_security_error_payload_is_byte_exact),
+        cmocka_unit_test(test_pyro5_has_no_pickle_to_answer_in),
+        cmocka_unit_test(test_pyro5_connectfail_is_a_marshal_string_with_pyro5s_marshal_id),
         cmocka_unit_test(test_connectfail_masks_bytes_outside_printable_ascii),
     };
     return cmocka_run_group_tests_name("reply", tests, NULL, NULL);
