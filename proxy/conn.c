@@ -122,6 +122,8 @@ static void log_conn_fields(log_line_t *l, const conn_t *c)
     log_uint(l, "conn", c->id);
     log_str(l, "listener", c->lcfg->name);
     log_str(l, "peer", c->peer);
+    if (c->proto != PROTO_NONE) /* from the first message on */
+        log_str(l, "protocol", frame_proto_name(c->proto));
 }
 
 /* conn_parse parses the client message at the start of c2s: as the connection's protocol, or,
@@ -211,8 +213,10 @@ static void log_decision(conn_t *c, int allowed, const char *reason, const char 
 {
     /* Every judged message is counted once, logged or not (an allowed CONNECT is judged for
      * the record when it is forwarded: a backend that cannot be reached makes it refused). */
-    if (f != NULL && (f->type == MSG_CONNECT || f->type == MSG_INVOKE))
+    if (f != NULL && (f->type == MSG_CONNECT || f->type == MSG_INVOKE)) {
         metrics_request(c->srv->metrics, allowed, reason, conn_rule_name(c));
+        metrics_request_protocol(c->srv->metrics, frame_proto_name(c->proto), allowed);
+    }
     if (allowed && c->srv->cfg->log.calls != LOG_CALLS_ALL)
         return;
     log_line_t l;
@@ -223,8 +227,6 @@ static void log_decision(conn_t *c, int allowed, const char *reason, const char 
     log_str(&l, "reason", reason);
     if (detail != NULL && detail[0] != '\0')
         log_str(&l, "detail", detail);
-    if (c->proto != PROTO_NONE)
-        log_str(&l, "protocol", frame_proto_name(c->proto));
     if (f != NULL) {
         const char *ser = frame_serializer_name(f->serializer_id);
         log_str(&l, "msg_type", frame_type_name(f->type));

@@ -68,6 +68,10 @@ static const char *const kTlsReasons[] = {
 };
 #define N_TLS COUNT_OF(kTlsReasons)
 
+/* The wire protocols (frame.h's frame_proto_name); the last entry catches everything else. */
+static const char *const kProtocols[] = {"pyro4", "pyro4.47", "pyro4.46", "pyro5", "other"};
+#define N_PROTOCOLS COUNT_OF(kProtocols)
+
 /* Refusal reasons (README.md "Logs", `refused`): policy, inspection, framing, the backend. */
 static const char *const kRefusals[] = {
     /* policy */
@@ -168,6 +172,7 @@ struct metrics_shard {
     uint64_t hs_sum_micros;
     uint64_t req_allowed;
     uint64_t req_refused[N_REFUSALS];
+    uint64_t req_by_protocol[N_PROTOCOLS][2]; /* [protocol][VERDICT_*] */
     uint64_t rule_none[N_VERDICTS];
     uint64_t rule_other[N_VERDICTS];
     uint64_t bytes_in;
@@ -285,6 +290,11 @@ void metrics_request(metrics_shard_t *s, int allowed, const char *reason, const 
         add(&s->req_refused[find(kRefusals, N_REFUSALS, reason)], 1);
     uint64_t *counts = rule == NULL ? s->rule_none : rule_counts(s, rule);
     add(&counts[v], 1);
+}
+
+void metrics_request_protocol(metrics_shard_t *s, const char *protocol, int allowed)
+{
+    add(&s->req_by_protocol[find(kProtocols, N_PROTOCOLS, protocol)][allowed ? 0 : 1], 1);
 }
 
 void metrics_bytes(metrics_shard_t *s, uint64_t in, uint64_t out)
@@ -516,6 +526,7 @@ static const char *const kVerdicts[N_VERDICTS] = {"allowed", "refused"};
 #define M_HS          "pyroguard_tls_handshake_duration_seconds"
 #define M_REQUESTS    "pyroguard_requests_total"
 #define M_BY_RULE     "pyroguard_requests_by_rule_total"
+#define M_BY_PROTOCOL "pyroguard_requests_by_protocol_total"
 #define M_BYTES       "pyroguard_bytes_total"
 #define M_DIAL_FAIL   "pyroguard_backend_dial_failures_total"
 #define M_RELOADS     "pyroguard_reloads_total"
@@ -611,6 +622,20 @@ static int render_requests(metrics_shard_t *const *shards, size_t n, CBB *out)
             sum_at(shards, n, offsetof(metrics_shard_t, req_refused) + i * sizeof(uint64_t));
         if (!put_u64_sample(out, M_REQUESTS, labels, 2, v))
             return 0;
+    }
+
+    if (!put_family(out, M_BY_PROTOCOL, "counter",
+                    "Judged client messages, by the connection's Pyro wire protocol and verdict."))
+        return 0;
+    for (size_t i = 0; i < N_PROTOCOLS; i++) {
+        for (int v = 0; v < 2; v++) {
+            const char *labels[] = {"protocol", kProtocols[i], "verdict",
+                                    v == 0 ? "allowed" : "refused"};
+            size_t at =
+                offsetof(metrics_shard_t, req_by_protocol) + (i * 2 + (size_t)v) * sizeof(uint64_t);
+            if (!put_u64_sample(out, M_BY_PROTOCOL, labels, 2, sum_at(shards, n, at)))
+                return 0;
+        }
     }
 
     if (!put_family(out, M_BY_RULE, "counter",

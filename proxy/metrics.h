@@ -66,6 +66,9 @@ void metrics_handshake_done(metrics_shard_t *s, uint64_t micros);
  * the client's rule name (NULL: none matched). |rule| is copied the first time it is seen. */
 void metrics_request(metrics_shard_t *s, int allowed, const char *reason, const char *rule);
 /* Plaintext bytes passed client to backend (|in|) and back (|out|). */
+/* metrics_request_protocol counts one judged message under its connection's wire protocol
+ * ("pyro4", "pyro4.47", "pyro4.46", "pyro5"; anything else is "other"). */
+void metrics_request_protocol(metrics_shard_t *s, const char *protocol, int allowed);
 void metrics_bytes(metrics_shard_t *s, uint64_t in, uint64_t out);
 /* Dialling the backend failed or timed out. */
 void metrics_backend_dial_failed(metrics_shard_t *s);

@@ -1060,7 +1060,8 @@ def honest_cases():
 # --- running both sides ----------------------------------------------------------------------------
 
 
-def run_inspect(cases, workdir, batch=400):
+def run_inspect(cases, workdir, batch=400, extra=()):
+    """`pyroguard inspect [extra] FRAME...` over every case, in batches; fills case.pg."""
     workdir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, case in enumerate(cases):
@@ -1070,7 +1071,8 @@ def run_inspect(cases, workdir, batch=400):
     results = {}
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
-        proc = subprocess.run([str(PYROGUARD_BIN), "inspect"] + chunk, capture_output=True, timeout=120)
+        proc = subprocess.run([str(PYROGUARD_BIN), "inspect"] + list(extra) + chunk,
+                              capture_output=True, timeout=120)
         assert proc.returncode == 0, "pyroguard inspect failed (%s): %s" % (proc.returncode, proc.stderr[-2000:])
         for line in proc.stdout.decode().splitlines():
             d = json.loads(line)

@@ -30,7 +30,7 @@ TLS_REASONS = ["no_client_certificate", "unknown_ca", "certificate_expired",
 REFUSALS = ["no_matching_rule", "identity_invalid", "denied_by_rule", "not_allowed",
             "object_not_allowed", "name_too_long", "malformed_call", "not_pyro",
             "protocol_version", "bad_checksum", "negative_length", "message_too_large",
-            "bad_annotations", "unexpected_message", "serializer_not_allowed",
+            "bad_annotations", "unexpected_message", "unsupported_flags", "serializer_not_allowed",
             "compression_denied", "inflate_failed", "inflated_too_large", "undecodable",
             "dotted_name", "private_name", "invalid_name", "backend_unavailable", "other"]
 BUCKETS = ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5",
@@ -44,6 +44,7 @@ TYPES = {
     "pyroguard_tls_handshake_duration_seconds": "histogram",
     "pyroguard_requests": "counter",
     "pyroguard_requests_by_rule": "counter",
+    "pyroguard_requests_by_protocol": "counter",
     "pyroguard_bytes": "counter",
     "pyroguard_backend_dial_failures": "counter",
     "pyroguard_reloads": "counter",
@@ -130,6 +131,19 @@ def test_requests_by_reason_and_by_rule_with_escaped_names():
         ("billing", "allowed"): 4, ("billing", "refused"): 1,
         ("inventory", "allowed"): 2, ("inventory", "refused"): 1,
         ('we"ird\\ru\nle', "allowed"): 1, ('we"ird\\ru\nle', "refused"): 0,
+    }
+
+
+def test_requests_by_protocol_have_every_protocol_and_verdict():
+    _, _, m = scrape()
+    by_proto = {(dict(k[1])["protocol"], dict(k[1])["verdict"]): v
+                for k, v in m.items() if k[0] == "pyroguard_requests_by_protocol_total"}
+    assert by_proto == {
+        ("pyro4", "allowed"): 2, ("pyro4", "refused"): 0,
+        ("pyro4.47", "allowed"): 1, ("pyro4.47", "refused"): 0,
+        ("pyro4.46", "allowed"): 0, ("pyro4.46", "refused"): 0,
+        ("pyro5", "allowed"): 1, ("pyro5", "refused"): 1,
+        ("other", "allowed"): 0, ("other", "refused"): 1,
     }
 
 

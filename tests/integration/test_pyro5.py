@@ -14,13 +14,14 @@ listener, each connection relayed to the daemon of its protocol."""
 import socket
 import subprocess
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import pyro5_wire as p5
-from conftest import (HERE, PYTHON, START_TIMEOUT, Backend, read_until_closed, stop_process,
-                      wait_until)
+from conftest import (HERE, PYTHON, START_TIMEOUT, Backend, metric, read_until_closed, scrape,
+                      stop_process, wait_until, with_admin)
 
 VECTORS5 = HERE.parent / "vectors" / "pyro5"
 SERIALIZERS = ["serpent", "marshal", "json", "msgpack"]
@@ -411,7 +412,8 @@ class VersionRelay(object):
 
 
 def test_pyro4_and_pyro5_clients_share_one_listener(make_stack, tmp_path):
-    stack = make_stack({"pyro": {"protocols": [4, 5]}, "clients": ALLOW_ALL}, backend=False)
+    overrides, admin_port = with_admin({"pyro": {"protocols": [4, 5]}, "clients": ALLOW_ALL})
+    stack = make_stack(overrides, backend=False)
     pyro4 = Backend(tmp_path / "pyro4").start()
     fake5 = FakePyro5(tmp_path / "pyro5", 0).start()
     port5 = int(fake5.ready_file.read_text().split()[1].rsplit(":", 1)[1])
@@ -451,3 +453,15 @@ def test_pyro4_and_pyro5_clients_share_one_listener(make_stack, tmp_path):
     assert errors == []
     protos = [l["protocol"] for l in stack.pg.logs(event="refused")]
     assert protos == ["pyro5"] * 8, protos
+    # Each connection's lines and counts name its protocol.
+    closes = Counter(l.get("protocol") for l in stack.pg.logs(event="conn_close"))
+    assert closes == {"pyro4": 4, "pyro5": 8}, closes
+    m = scrape(admin_port)
+    assert metric(m, "pyroguard_requests_by_protocol_total", protocol="pyro5",
+                  verdict="allowed") == 16  # 8 CONNECTs, 8 echo calls
+    assert metric(m, "pyroguard_requests_by_protocol_total", protocol="pyro5",
+                  verdict="refused") == 8
+    assert metric(m, "pyroguard_requests_by_protocol_total", protocol="pyro4",
+                  verdict="allowed") >= 8
+    assert metric(m, "pyroguard_requests_by_protocol_total", protocol="pyro4",
+                  verdict="refused") == 0

@@ -36,6 +36,10 @@ static void fill(metrics_shard_t *a, metrics_shard_t *b)
     metrics_request(a, 0, "not_allowed", "billing");
     metrics_request(a, 0, "no_matching_rule", NULL);
     metrics_request(a, 0, "no_matching_rule", NULL);
+    metrics_request_protocol(a, "pyro4", 1);
+    metrics_request_protocol(a, "pyro4", 1);
+    metrics_request_protocol(a, "pyro5", 0);
+    metrics_request_protocol(a, "pyro4.47", 1);
     metrics_bytes(a, 1000, 5000);
     metrics_backend_dial_failed(a);
 
@@ -45,6 +49,8 @@ static void fill(metrics_shard_t *a, metrics_shard_t *b)
     repeat(metrics_conn_freed, b, 2);
     metrics_tls_failed(b, "peer_closed");
     metrics_handshake_done(b, 2000);
+    metrics_request_protocol(b, "pyro5", 1);
+    metrics_request_protocol(b, "no-such-protocol", 0);
     metrics_request(b, 1, "allowed", "inventory");
     metrics_request(b, 1, "allowed", "inventory");
     metrics_request(b, 0, "dotted_name", "inventory");

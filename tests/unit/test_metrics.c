@@ -422,6 +422,27 @@ static void test_a_closing_connection_is_open_until_its_sockets_are_closed(void 
     free(text);
 }
 
+static void test_requests_are_counted_by_protocol_and_verdict(void **state)
+{
+    shards_t *sh = *state;
+    metrics_request_protocol(sh->s[0], "pyro5", 1);
+    metrics_request_protocol(sh->s[1], "pyro5", 1);
+    metrics_request_protocol(sh->s[1], "pyro4.46", 0);
+    metrics_request_protocol(sh->s[0], "pyro9", 1);
+    char *text = render(sh->s, 2, NULL);
+    assert_valid_page(text);
+    assert_series(
+        text, "pyroguard_requests_by_protocol_total{protocol=\"pyro5\",verdict=\"allowed\"}", "2");
+    assert_series(text,
+                  "pyroguard_requests_by_protocol_total{protocol=\"pyro4.46\",verdict=\"refused\"}",
+                  "1");
+    assert_series(
+        text, "pyroguard_requests_by_protocol_total{protocol=\"pyro4\",verdict=\"allowed\"}", "0");
+    assert_series(
+        text, "pyroguard_requests_by_protocol_total{protocol=\"other\",verdict=\"allowed\"}", "1");
+    free(text);
+}
+
 static void test_counters_are_summed_across_shards(void **state)
 {
     shards_t *sh = *state;
@@ -841,6 +862,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_an_idle_proxy_shows_every_fixed_series_at_zero),
         T(test_counters_are_summed_across_shards),
+        T(test_requests_are_counted_by_protocol_and_verdict),
         T(test_a_closing_connection_is_open_until_its_sockets_are_closed),
         T(test_handshake_histogram_is_cumulative_with_exact_sum_and_count),
         T(test_rules_are_interned_per_shard_and_merged_by_name),
