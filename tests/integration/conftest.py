@@ -244,7 +244,7 @@ class Backend(object):
         self.nathost, self.natport = nathost, natport
         self.proc = None
 
-    def start(self):
+    def command(self):
         args = [PYTHON, str(HERE / "legacy_server.py"), "--port", str(self.port),
                 "--capture-dir", str(self.capture_dir), "--fire-log", str(self.fire_log),
                 "--ready-file", str(self.ready_file), "--names-log", str(self.names_log)]
@@ -252,18 +252,22 @@ class Backend(object):
             args += ["--nathost", self.nathost, "--natport", str(self.natport or 0)]
         if self.multiplex:
             args += ["--multiplex"]
+        return args
+
+    def start(self):
+        """Starts command() and waits for its ready file (both daemons write one)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
 
         def ready():
             if self.proc.poll() is not None:
-                raise AssertionError("legacy server exited (%s): %s"
-                                     % (self.proc.returncode, self.log_path.read_text()))
+                raise AssertionError("%s exited (%s): %s" % (self.command()[1], self.proc.returncode,
+                                                            self.log_path.read_text()))
             return self.ready_file.exists()
 
-        wait_until(ready, START_TIMEOUT, what="legacy server READY")
+        wait_until(ready, START_TIMEOUT, what="%s READY" % Path(self.command()[1]).name)
         return self
 
     def stop(self):

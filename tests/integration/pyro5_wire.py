@@ -389,3 +389,31 @@ def read_vector5(relpath):
 def vector5_paths(pattern="*/*/*.bin"):
     """Relative paths (str, sorted) of the captured messages matching a glob under tests/vectors/pyro5."""
     return sorted(str(p.relative_to(VECTORS5)) for p in VECTORS5.glob(pattern))
+
+
+# --- reading from a socket (tests) ----------------------------------------------------------------
+
+
+def recv_pyro5_frames(sock, count, timeout=10):
+    """Read exactly `count` complete Pyro5 frames (fails if the peer closes first)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while True:
+        frames = [f for f in parse_pyro5_frames(buf) if "partial" not in f]
+        if len(frames) >= count:
+            return frames
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("connection closed after %d of %d frames" % (len(frames), count))
+        buf += chunk
+
+
+def recv_exactly(sock, size, timeout=10):
+    sock.settimeout(timeout)
+    buf = b""
+    while len(buf) < size:
+        chunk = sock.recv(size - len(buf))
+        if not chunk:
+            raise AssertionError("connection closed after %d of %d bytes" % (len(buf), size))
+        buf += chunk
+    return buf

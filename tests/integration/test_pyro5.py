@@ -12,16 +12,14 @@ A mixed run puts a real Pyro4 4.82 client (and the real Pyro4 daemon) and Pyro5 
 listener, each connection relayed to the daemon of its protocol."""
 
 import socket
-import subprocess
 import threading
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 import pyro5_wire as p5
-from conftest import (HERE, PYTHON, START_TIMEOUT, Backend, metric, read_until_closed, scrape,
-                      stop_process, wait_until, with_admin)
+from conftest import (HERE, PYTHON, Backend, metric, read_until_closed, scrape, wait_until,
+                      with_admin)
 
 VECTORS5 = HERE.parent / "vectors" / "pyro5"
 SERIALIZERS = ["serpent", "marshal", "json", "msgpack"]
@@ -38,44 +36,22 @@ ALLOW_ALL = [{
 }]
 
 
-class FakePyro5(object):
-    """fake_pyro5_daemon.py on |port|, recording every byte per connection (conftest.Backend's
-    capture convention, so Backend.connections reads it)."""
+class FakePyro5(Backend):
+    """fake_pyro5_daemon.py on |port| (0: it picks one), recording every byte per connection in
+    the capture convention of the real daemon's wrapper (Backend.connections reads it)."""
 
     def __init__(self, workdir, port, mode="echo", replay_dir=None):
-        self.dir = Path(workdir)
+        super().__init__(workdir, port=port or None)
         self.port = port
-        self.capture_dir = self.dir / "capture5"
-        self.ready_file = self.dir / "fake5.ready"
-        self.args = [PYTHON, str(HERE / "fake_pyro5_daemon.py"), "--port", str(port),
-                     "--capture-dir", str(self.capture_dir), "--ready-file", str(self.ready_file),
-                     "--mode", mode]
-        if replay_dir is not None:
-            self.args += ["--replay-dir", str(replay_dir)]
-        self.proc = None
+        self.mode, self.replay_dir = mode, replay_dir
 
-    def start(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.dir / "fake5.log", "wb")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError("fake Pyro5 daemon exited: %s"
-                                     % (self.dir / "fake5.log").read_text())
-            return self.ready_file.exists()
-
-        wait_until(ready, START_TIMEOUT, what="fake Pyro5 daemon READY")
-        return self
-
-    def stop(self):
-        if self.proc:
-            stop_process(self.proc)
-            self._log.close()
-
-    def connections(self):
-        return [p.read_bytes() for p in sorted(self.capture_dir.glob("conn-*.bin"))]
+    def command(self):
+        args = [PYTHON, str(HERE / "fake_pyro5_daemon.py"), "--port", str(self.port),
+                "--capture-dir", str(self.capture_dir), "--ready-file", str(self.ready_file),
+                "--mode", self.mode]
+        if self.replay_dir is not None:
+            args += ["--replay-dir", str(self.replay_dir)]
+        return args
 
 
 @pytest.fixture
@@ -96,30 +72,6 @@ def stack5(make_stack, tmp_path):
     yield make
     for f in fakes:
         f.stop()
-
-
-def recv_exactly(sock, n, timeout=10):
-    sock.settimeout(timeout)
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise AssertionError("closed after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return buf
-
-
-def recv_frames5(sock, count, timeout=10):
-    sock.settimeout(timeout)
-    buf = b""
-    while True:
-        frames = [f for f in p5.parse_pyro5_frames(buf) if "partial" not in f]
-        if len(frames) >= count:
-            return frames
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError("closed after %d of %d frames" % (len(frames), count))
-        buf += chunk
 
 
 def security_error(frame, ser):
@@ -156,14 +108,14 @@ def test_every_captured_pyro5_scenario_passes_through_byte_for_byte(stack5, scen
             data = msg.read_bytes()
             s.sendall(data)
             if scenario.name == "dotted" and nn != "00":
-                [r] = recv_frames5(s, 1)
+                [r] = p5.recv_pyro5_frames(s, 1)
                 assert "sub.echo" in security_error(r, ser)
                 assert r["seq"] == p5.parse_pyro5_frames(data)[0]["seq"]
                 continue
             forwarded += data
             want = b"".join(p.read_bytes() for p in sorted(scenario.glob(nn + "_s2c_*.bin")))
             if want:
-                assert recv_exactly(s, len(want)) == want
+                assert p5.recv_exactly(s, len(want)) == want
     wait_until(lambda: fake.connections() and len(fake.connections()[0]) >= len(forwarded), 10,
                what="the daemon to read every forwarded byte")
     assert fake.connections() == [forwarded]
@@ -180,7 +132,7 @@ def connected5(stack, ser):
     s = stack.tls_socket()
     s.sendall(p5.pyro5_frame(p5.MSG_CONNECT, p5.connect_payload(ser),
                              serializer_id=p5.SER_IDS5[ser]))
-    [ok] = recv_frames5(s, 1)
+    [ok] = p5.recv_pyro5_frames(s, 1)
     assert ok["type"] == p5.MSG_CONNECTOK, ok
     return s
 
@@ -241,11 +193,11 @@ def test_pyro5_evasions_are_refused_as_security_errors_and_never_reach_the_daemo
     after = invoke5(ser, "echo", ["after"], seq=2)
     with connected5(stack, ser) as s:
         s.sendall(bad)
-        [r] = recv_frames5(s, 1)
+        [r] = p5.recv_pyro5_frames(s, 1)
         assert r["seq"] == 1 and r["corr_id"] == corr, r
         security_error(r, ser)
         s.sendall(after)
-        [r] = recv_frames5(s, 1)
+        [r] = p5.recv_pyro5_frames(s, 1)
         assert p5.decode_payload(ser, r["payload"]) == "after"
     [line] = stack.pg.logs(event="refused")
     assert line["reason"] == reason and line["protocol"] == "pyro5", line
@@ -279,7 +231,7 @@ def test_pyro5_serializer_4_is_msgpack_and_allowed(stack5):
     stack, fake = stack5()
     with connected5(stack, "msgpack") as s:
         s.sendall(invoke5("msgpack", "echo", ["m"]))
-        [r] = recv_frames5(s, 1)
+        [r] = p5.recv_pyro5_frames(s, 1)
         assert p5.decode_payload("msgpack", r["payload"]) == "m"
 
 
@@ -321,10 +273,10 @@ def test_a_stale_blbi_without_keepserialized_is_ignored_as_pyro5_does(stack5):
     stale = p5.annotation_chunk("BLBI", blbi("thing", "__class__"))
     with connected5(stack, "serpent") as s:
         s.sendall(invoke5("serpent", "echo", ["fine"], annotations=stale))
-        [r] = recv_frames5(s, 1)
+        [r] = p5.recv_pyro5_frames(s, 1)
         assert p5.decode_payload("serpent", r["payload"]) == "fine"
         s.sendall(invoke5("serpent", "_hidden", seq=2, annotations=stale))
-        [r] = recv_frames5(s, 1)
+        [r] = p5.recv_pyro5_frames(s, 1)
         security_error(r, "serpent")
 
 
@@ -336,7 +288,7 @@ def test_special_methods_a_pyro5_proxy_sends_pass_only_as_the_policy_allows(stac
     dunder = (VECTORS5 / "serpent" / "dunder_len" / "01_c2s_INVOKE.bin").read_bytes()
     with connected5(stack, "serpent") as s:
         s.sendall(dunder)
-        [r] = recv_frames5(s, 1)
+        [r] = p5.recv_pyro5_frames(s, 1)
         assert "__len__" in security_error(r, "serpent")
     [line] = stack.pg.logs(event="refused")
     assert line["reason"] == "not_allowed" and line["method"] == "__len__", line
@@ -430,11 +382,11 @@ def test_pyro4_and_pyro5_clients_share_one_listener(make_stack, tmp_path):
         try:
             with connected5(stack, ser) as s:
                 s.sendall(invoke5(ser, "echo", ["five-%d" % i]))
-                [r] = recv_frames5(s, 1)
+                [r] = p5.recv_pyro5_frames(s, 1)
                 if p5.decode_payload(ser, r["payload"]) != "five-%d" % i:
                     errors.append(("pyro5", r))
                 s.sendall(invoke5(ser, "_private", seq=2))
-                [r] = recv_frames5(s, 1)
+                [r] = p5.recv_pyro5_frames(s, 1)
                 security_error(r, ser)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(("pyro5", repr(e)))

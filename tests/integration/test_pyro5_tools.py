@@ -21,7 +21,7 @@ from pyro5_wire import (
     MSG_CONNECTFAIL, MSG_CONNECTOK, MSG_INVOKE, MSG_PING, MSG_RESULT, PING_SERIALIZER_ID,
     SER_IDS5, SERIALIZERS5, VECTORS5, annotation_chunk, batch_payload, compress_payload,
     connect_payload, decode_call, decode_payload, frame_payload, invoke_payload, parse_pyro5_frames,
-    pyro5_frame, read_vector5, rebuild_frame, vector5_paths,
+    pyro5_frame, read_vector5, rebuild_frame, recv_exactly, recv_pyro5_frames, vector5_paths,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -239,31 +239,6 @@ def make_fake(tmp_path):
 @pytest.fixture
 def fake(make_fake):
     return make_fake()
-
-
-def recv_pyro5_frames(sock, count, timeout=10):
-    """Read exactly `count` complete Pyro5 frames (fails if the peer closes first)."""
-    sock.settimeout(timeout)
-    buf = b""
-    while True:
-        frames = [f for f in parse_pyro5_frames(buf) if "partial" not in f]
-        if len(frames) >= count:
-            return frames
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError("connection closed after %d of %d frames" % (len(frames), count))
-        buf += chunk
-
-
-def recv_exactly(sock, size, timeout=10):
-    sock.settimeout(timeout)
-    buf = b""
-    while len(buf) < size:
-        chunk = sock.recv(size - len(buf))
-        if not chunk:
-            raise AssertionError("connection closed after %d of %d bytes" % (len(buf), size))
-        buf += chunk
-    return buf
 
 
 def handshake(sock, ser):
