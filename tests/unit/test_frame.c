@@ -18,44 +18,20 @@
 
 #include "frame.h"
 
+#include "testframe.h"
+
 #define LIMIT_16MIB ((size_t)16777216)
 
 /* ---- helpers -------------------------------------------------------------------------- */
-
-typedef struct {
-    uint8_t *data;
-    size_t len;
-} blob_t;
 
 /* read_vector loads tests/vectors/pyro4/|rel| or fails the test. */
 static blob_t read_vector(const char *rel)
 {
     char path[512];
-    blob_t b = {NULL, 0};
     snprintf(path, sizeof(path), "%s/vectors/pyro4/%s", TEST_DATA_DIR, rel);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open %s", path);
-    b.data = malloc(1 << 16);
-    assert_non_null(b.data);
-    b.len = fread(b.data, 1, 1 << 16, f);
-    fclose(f);
+    blob_t b = read_path(path);
     assert_true(b.len >= FRAME4_HEADER_LEN);
     return b;
-}
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
 }
 
 /* write_header writes a 24-byte Pyro4 header with the given fields and a correct checksum. */

@@ -22,30 +22,14 @@
 
 #include "frame.h"
 
+#include "testframe.h"
+
 #define LIMIT_16MIB ((size_t)16777216)
 #define ALL_PROTOCOLS                                                                              \
     (FRAME_PROTO_BIT(PROTO_PYRO4_46) | FRAME_PROTO_BIT(PROTO_PYRO4_47) |                           \
      FRAME_PROTO_BIT(PROTO_PYRO4) | FRAME_PROTO_BIT(PROTO_PYRO5))
 
 /* ---- helpers -------------------------------------------------------------------------- */
-
-typedef struct {
-    uint8_t *data;
-    size_t len;
-} blob_t;
-
-static blob_t read_path(const char *path)
-{
-    blob_t b = {NULL, 0};
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open %s", path);
-    b.data = malloc(1 << 20);
-    assert_non_null(b.data);
-    b.len = fread(b.data, 1, 1 << 20, f);
-    fclose(f);
-    return b;
-}
 
 /* read_vector5 loads tests/vectors/pyro5/|rel|. */
 static blob_t read_vector5(const char *rel)
@@ -68,20 +52,6 @@ static blob_t build(frame_proto_t proto, uint16_t type, uint16_t flags, uint16_t
                                (const uint8_t *)payload, strlen(payload)));
     assert_true(CBB_finish(&cbb, &b.data, &b.len));
     return b;
-}
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
 }
 
 /* A hand-built Pyro4 header of protocol |version| with a correct checksum. */
