@@ -679,11 +679,41 @@ static void refuse_connect(conn_t *c, const char *reason, const char *detail, co
     refuse_connect_call(c, reason, detail, f, NULL, NULL);
 }
 
-/* refuse_close handles input that cannot be answered in Pyro's terms (broken framing, a
- * second CONNECT): Pyro itself drops such connections without a reply (PROTOCOL.md §1). */
+/* refuse_close handles input that cannot be answered in Pyro's terms (broken framing after the
+ * handshake, a second CONNECT): Pyro itself drops such connections without a reply (PROTOCOL.md
+ * §1). */
 static void refuse_close(conn_t *c, const char *reason, const char *detail, const frame_t *f)
 {
     log_refused(c, reason, detail, f, "closed");
+    conn_close(c, reason);
+}
+
+/* refuse_handshake_framing answers a first message that cannot be framed. The Pyro daemons
+ * answer a broken handshake with CONNECTFAIL (marshal, seq 0) and close — Pyro4 4.82 and Pyro5
+ * catch every error of it (fake_pyro5_daemon.py says where this was read and seen) — so a client
+ * of a known protocol is told why in its own framing: a Pyro5 client at a listener that lists
+ * only 4 reads "Pyro protocol version 502 (pyro5) is not accepted here" instead of a bare close.
+ * Bytes that name no protocol pyroguard can frame (not Pyro, an unknown version) are closed. */
+static void refuse_handshake_framing(conn_t *c, const char *reason, const char *detail,
+                                     const frame_t *f)
+{
+    frame_proto_t proto = PROTO_NONE;
+    if (buf_len(&c->c2s) >= 6 && memcmp(buf_peek(&c->c2s), "PYRO", 4) == 0) {
+        const uint8_t *p = buf_peek(&c->c2s);
+        proto = frame_proto_of_version((uint16_t)((p[4] << 8) | p[5]));
+    }
+    CBB cbb;
+    if (proto == PROTO_NONE || !CBB_init(&cbb, 256)) {
+        refuse_close(c, reason, detail, f);
+        return;
+    }
+    if (reply_connectfail(&cbb, proto, 0, NULL, detail)) {
+        log_refused(c, reason, detail, f, "connectfail");
+        conn_send_built(c, &cbb);
+    } else {
+        log_refused(c, reason, detail, f, "closed");
+    }
+    CBB_cleanup(&cbb);
     conn_close(c, reason);
 }
 
@@ -1068,7 +1098,11 @@ static void process_frames(conn_t *c)
             /* Header fields are worth logging when the header itself parsed. */
             int have_header = err == FRAME_ERR_NEGATIVE_LENGTH || err == FRAME_ERR_TOO_LARGE ||
                               err == FRAME_ERR_ANNOTATIONS;
-            refuse_close(c, frame_error_reason(err), detail, have_header ? &f : NULL);
+            if (c->state == CONN_AWAIT_CONNECT)
+                refuse_handshake_framing(c, frame_error_reason(err), detail,
+                                         have_header ? &f : NULL);
+            else
+                refuse_close(c, frame_error_reason(err), detail, have_header ? &f : NULL);
             return;
         }
         if (c->proto == PROTO_NONE)

@@ -203,14 +203,18 @@ def test_flags_whose_meaning_in_protocol_47_is_not_established_are_refused(old_s
     assert backend.received == [connect]
 
 
-def test_a_protocol_not_listed_is_closed_with_a_line_saying_which(old_stack):
+def test_a_protocol_not_listed_is_told_so_in_its_own_framing_and_closed(old_stack):
+    import marshal
     stack, backend = old_stack([4])
     with stack.tls_socket() as s:
         s.sendall(pyro4_frame(MSG_CONNECT, payload=CONNECT_BODY, version=47))
         data, how = read_until_closed(s)
-    assert data == b"" and how != "timeout", (data, how)
+    assert how != "timeout", how
+    [f] = parse_pyro4_frames(data)
+    assert f["type"] == MSG_CONNECTFAIL and f["version"] == 47, f
+    assert "not accepted here" in marshal.loads(f["payload"])
     [line] = stack.pg.logs(event="refused")
-    assert line["reason"] == "protocol_version", line
+    assert line["reason"] == "protocol_version" and line["action"] == "connectfail", line
     assert line["detail"] == ("pyroguard: Pyro protocol version 47 (pyro4.47) is not accepted "
                               "here (pyro.protocols)"), line
     stack.pg.settle()

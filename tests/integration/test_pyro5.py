@@ -294,6 +294,20 @@ def test_special_methods_a_pyro5_proxy_sends_pass_only_as_the_policy_allows(stac
     assert line["reason"] == "not_allowed" and line["method"] == "__len__", line
 
 
+def test_a_pyro5_client_at_a_pyro4_only_listener_is_told_in_pyro5_framing(stack5):
+    import marshal
+    stack, fake = stack5(protocols=(4,))
+    with stack.tls_socket() as s:
+        s.sendall(p5.pyro5_frame(p5.MSG_CONNECT, p5.connect_payload("serpent")))
+        data, how = read_until_closed(s)
+    [f] = p5.parse_pyro5_frames(data)
+    assert f["type"] == p5.MSG_CONNECTFAIL and f["version"] == 502, f
+    assert f["serializer_id"] == 2  # Pyro5's marshal
+    assert marshal.loads(f["payload"]) == (
+        "pyroguard: Pyro protocol version 502 (pyro5) is not accepted here (pyro.protocols)")
+    assert fake.connections() == []
+
+
 def test_a_pyro5_connection_cannot_switch_to_pyro4(stack5):
     from conftest import MSG_INVOKE, pyro4_frame
     stack, fake = stack5(protocols=(4, 5))

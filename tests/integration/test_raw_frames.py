@@ -1,7 +1,10 @@
 """Bytes no honest Pyro4 client sends, over a valid mutual-TLS connection: pyroguard closes the
-connection, logs a `refused` line naming the rule, and the daemon never receives the bad bytes.
+connection (a first message of a known protocol is answered with a CONNECTFAIL first, as the Pyro
+daemon answers a broken handshake), logs a `refused` line naming the rule, and the daemon never
+receives the bad bytes.
 Frames are built from the header layout in PROTOCOL.md §2.1 or replayed from captured vectors."""
 
+import marshal
 import struct
 
 import pytest
@@ -53,8 +56,26 @@ def test_http_request_is_refused_as_not_pyro(stack):
     stack.backend.assert_received_nothing()
 
 
+def connectfail_text(reply, version=48):
+    """A broken first message is answered as the Pyro daemon answers a broken handshake: one
+    CONNECTFAIL, seq 0, marshal text, in the client's own protocol version, then the close."""
+    [f] = parse_pyro4_frames(reply)
+    assert f["type"] == MSG_CONNECTFAIL and f["version"] == version and f["seq"] == 0, f
+    assert f["serializer"] == 3, f  # marshal
+    return marshal.loads(f["payload"])
+
+
 def test_wrong_protocol_version_is_refused(stack):
     frame = reframe(read_vector(CONNECT), version=47)  # a Pyro4 4.26-4.37 client; checksum valid
+    reply = send_and_expect_close(stack, frame)
+    assert connectfail_text(reply, version=47) == (
+        "pyroguard: Pyro protocol version 47 (pyro4.47) is not accepted here (pyro.protocols)")
+    assert_refused(stack, "protocol_version", action="connectfail")
+    stack.backend.assert_received_nothing()
+
+
+def test_unknown_protocol_version_is_closed_without_a_reply(stack):
+    frame = reframe(read_vector(CONNECT), version=45)  # the 38-byte header era: no way to answer
     reply = send_and_expect_close(stack, frame)
     assert reply == b""
     assert_refused(stack, "protocol_version", action="closed")
@@ -66,8 +87,19 @@ def test_bad_checksum_is_refused(stack):
     (cs,) = struct.unpack_from("!H", raw, 22)
     frame = raw[:22] + struct.pack("!H", (cs + 1) & 0xFFFF) + raw[24:]
     reply = send_and_expect_close(stack, frame)
-    assert reply == b""
-    assert_refused(stack, "bad_checksum", action="closed")
+    assert connectfail_text(reply) == "pyroguard: malformed Pyro message (bad_checksum)"
+    assert_refused(stack, "bad_checksum", action="connectfail")
+    stack.backend.assert_received_nothing()
+
+
+def test_a_real_pyro4_client_at_a_pyro5_only_listener_is_told_why(make_stack):
+    """What the client sees of such a refusal: Pyro's own CommunicationError with the reason."""
+    stack = make_stack({"pyro": {"protocols": [5]}})
+    r = stack.client("echo")
+    assert not r["ok"], r
+    assert r["exc_type"] == "Pyro4.errors.CommunicationError", r
+    assert ("rejected: pyroguard: Pyro protocol version 48 (pyro4) is not accepted here "
+            "(pyro.protocols)") in r["exc_msg"], r
     stack.backend.assert_received_nothing()
 
 
@@ -79,8 +111,8 @@ def test_declared_length_over_max_message_bytes_is_refused_without_waiting_for_t
     # Only the header is sent: the size must be judged before the body is awaited (STYLE.md #3).
     header = pyro4_frame(MSG_CONNECT, data_length=data_length, ann_length=ann_length)
     reply = send_and_expect_close(stack, header, timeout=5)
-    assert reply == b""
-    assert_refused(stack, "message_too_large", action="closed")
+    assert connectfail_text(reply) == "pyroguard: malformed Pyro message (message_too_large)"
+    assert_refused(stack, "message_too_large", action="connectfail")
     stack.backend.assert_received_nothing()
 
 
@@ -99,8 +131,8 @@ def test_message_of_exactly_max_message_bytes_is_forwarded(make_stack):
 
 def test_negative_data_length_is_refused(stack):
     reply = send_and_expect_close(stack, pyro4_frame(MSG_CONNECT, data_length=-1))
-    assert reply == b""
-    assert_refused(stack, "negative_length", action="closed")
+    assert connectfail_text(reply) == "pyroguard: malformed Pyro message (negative_length)"
+    assert_refused(stack, "negative_length", action="connectfail")
     stack.backend.assert_received_nothing()
 
 
