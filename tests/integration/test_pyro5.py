@@ -292,6 +292,9 @@ def test_special_methods_a_pyro5_proxy_sends_pass_only_as_the_policy_allows(stac
         assert "__len__" in security_error(r, "serpent")
     [line] = stack.pg.logs(event="refused")
     assert line["reason"] == "not_allowed" and line["method"] == "__len__", line
+    stack.pg.settle()
+    [conn] = fake.connections()
+    assert dunder not in conn and len(p5.parse_pyro5_frames(conn)) == 1  # the CONNECT only
 
 
 def test_a_pyro5_client_at_a_pyro4_only_listener_is_told_in_pyro5_framing(stack5):
