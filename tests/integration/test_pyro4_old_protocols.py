@@ -261,9 +261,15 @@ def test_a_refused_connect_of_protocol_47_gets_a_connectfail_it_can_read(make_st
                         "clients": [{"name": "nobody", "match": {"cn": "no-such-client"},
                                      "allow": [{"object": "**", "methods": ["*"]}]}]},
                        backend=False)
-    with stack.tls_socket() as s:
-        s.sendall(pyro4_frame(MSG_CONNECT, payload=CONNECT_BODY, version=47))
-        data, how = read_until_closed(s)
-    [f] = parse_pyro4_frames(data)
-    assert f["version"] == 47 and f["type"] == MSG_CONNECTFAIL, f
-    assert "no client rule matches" in marshal.loads(f["payload"]), f
+    backend = OldPyro4Backend(stack.backend.port)
+    try:
+        with stack.tls_socket() as s:
+            s.sendall(pyro4_frame(MSG_CONNECT, payload=CONNECT_BODY, version=47))
+            data, how = read_until_closed(s)
+        [f] = parse_pyro4_frames(data)
+        assert f["version"] == 47 and f["type"] == MSG_CONNECTFAIL, f
+        assert "no client rule matches" in marshal.loads(f["payload"]), f
+        stack.pg.settle()
+        assert backend.received == []  # never dialled
+    finally:
+        backend.close()

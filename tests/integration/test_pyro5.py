@@ -13,6 +13,7 @@ listener, each connection relayed to the daemon of its protocol."""
 
 import socket
 import threading
+import zlib
 from collections import Counter
 
 import pytest
@@ -275,9 +276,13 @@ def test_a_stale_blbi_without_keepserialized_is_ignored_as_pyro5_does(stack5):
         s.sendall(invoke5("serpent", "echo", ["fine"], annotations=stale))
         [r] = p5.recv_pyro5_frames(s, 1)
         assert p5.decode_payload("serpent", r["payload"]) == "fine"
-        s.sendall(invoke5("serpent", "_hidden", seq=2, annotations=stale))
+        hidden = invoke5("serpent", "_hidden", seq=2, annotations=stale)
+        s.sendall(hidden)
         [r] = p5.recv_pyro5_frames(s, 1)
         security_error(r, "serpent")
+    stack.pg.settle()
+    [conn] = fake.connections()
+    assert hidden not in conn and len(p5.parse_pyro5_frames(conn)) == 2  # CONNECT and the echo
 
 
 def test_special_methods_a_pyro5_proxy_sends_pass_only_as_the_policy_allows(stack5):
@@ -320,6 +325,33 @@ def test_a_pyro5_connection_cannot_switch_to_pyro4(stack5):
     assert data == b""
     [line] = stack.pg.logs(event="refused")
     assert line["reason"] == "protocol_version" and "began with pyro5" in line["detail"], line
+    stack.pg.settle()
+    [conn] = fake.connections()
+    assert len(p5.parse_pyro5_frames(conn)) == 1 and b"PYRO\x000" not in conn  # no Pyro4 byte
+
+
+def test_a_compressed_pyro5_connect_is_inflated_and_judged_like_any_other(stack5):
+    """Pyro5 compresses any payload over 100 bytes, a CONNECT's included, and inflates every
+    message type at receive time (§3.1): so does pyroguard before judging the object."""
+    only_thing = [{"name": "everyone", "match": {"cn": "**"},
+                   "allow": [{"object": "thing", "methods": ["echo"]}]}]
+    stack, fake = stack5(overrides={"clients": only_thing})
+    big = "h" * 300
+    for obj, allowed in (("thing", True), ("other", False)):
+        payload = p5.compress_payload(p5.connect_payload("json", handshake=big, obj=obj))
+        frame = p5.pyro5_frame(p5.MSG_CONNECT, payload, serializer_id=p5.SER_IDS5["json"],
+                               flags=p5.FLAG_COMPRESSED)
+        with stack.tls_socket() as s:
+            s.sendall(frame)
+            data, how = read_until_closed(s, timeout=2 if allowed else 10)
+        [f] = p5.parse_pyro5_frames(data)
+        assert f["type"] == (p5.MSG_CONNECTOK if allowed else p5.MSG_CONNECTFAIL), f
+    [line] = stack.pg.logs(event="refused")
+    assert line["reason"] == "object_not_allowed" and line["object"] == "other", line
+    stack.pg.settle()
+    conns = fake.connections()
+    assert len(conns) == 1 and b"other" not in zlib.decompress(
+        p5.parse_pyro5_frames(conns[0])[0]["payload"])
 
 
 # --- Pyro4 and Pyro5 clients on one listener ------------------------------------------------
