@@ -390,8 +390,9 @@ int frame_build_as(CBB *cbb, frame_proto_t proto, uint16_t type, uint16_t flags,
 {
     switch (proto) {
     case PROTO_PYRO4:
-        return build4(cbb, FRAME4_VERSION, type, flags & 0xff7f, seq, serializer_id, annotations,
-                      ann_len, payload, payload_len);
+        /* FLAG_CORR_ID is pyroguard's own bit: Pyro4 carries no correlation id in its header. */
+        return build4(cbb, FRAME4_VERSION, type, flags & (uint16_t)~FLAG_CORR_ID, seq,
+                      serializer_id, annotations, ann_len, payload, payload_len);
     case PROTO_PYRO4_46:
     case PROTO_PYRO4_47:
         return build4(cbb, proto == PROTO_PYRO4_46 ? FRAME4_VERSION_46 : FRAME4_VERSION_47, type,

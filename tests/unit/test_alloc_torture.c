@@ -5,7 +5,6 @@
  * load with an error line for a configuration — never in a crash, never in an allowed request, and
  * never with memory left behind: the heap in use (mallinfo2) must be what it was before the run,
  * and under ASan, LeakSanitizer checks the same at exit (make test-asan runs this file). */
-#include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
 #include <setjmp.h>
@@ -29,6 +28,7 @@
 #include "policy.h"
 
 #include "testcert.h"
+#include "testframe.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -104,7 +104,8 @@ static int inspect_scenario(const void *arg)
     const request_t *rq = arg;
     frame_t f;
     frame_error_t err;
-    if (frame_parse(rq->data, rq->len, rq->cfg->pyro.max_message_bytes, &f, &err) != FRAME_OK)
+    if (frame_parse_as(rq->data, rq->len, PROTO_NONE, rq->cfg->pyro.protocols,
+                       rq->cfg->pyro.max_message_bytes, &f, &err) != FRAME_OK)
         return 0;
     inspect_t in;
     inspect_init(&in);
@@ -131,54 +132,44 @@ static uint8_t *read_file(const char *path, size_t *len)
     return copy;
 }
 
+typedef struct {
+    const config_t *cfg;
+    unsigned long requests, allocations, failures;
+} request_tally_t;
+
+/* torture_request runs the torture over one captured client message, of any protocol. */
+static void torture_request(const char *path, const char *ser, void *arg)
+{
+    request_tally_t *t = arg;
+    (void)ser;
+    request_t rq = {t->cfg, NULL, 0, 0};
+    rq.data = read_file(path, &rq.len);
+    /* The verdict with memory, to compare against. */
+    frame_t f;
+    frame_error_t err;
+    if (frame_parse_as(rq.data, rq.len, PROTO_NONE, t->cfg->pyro.protocols,
+                       t->cfg->pyro.max_message_bytes, &f, &err) == FRAME_OK) {
+        inspect_t in;
+        inspect_init(&in);
+        rq.allowed = inspect_request(t->cfg, &f, &in) == INSPECT_ALLOW;
+        inspect_cleanup(&in);
+        torture_result_t r = torture(path, inspect_scenario, &rq);
+        t->requests++;
+        t->allocations += r.allocations;
+        t->failures += r.failures;
+    }
+    free(rq.data);
+}
+
 static void test_every_captured_request_fails_closed_when_any_allocation_fails(void **state)
 {
-    static const char *const kSerializers[] = {"serpent", "json", "marshal", "msgpack"};
     config_t cfg;
     config_init(&cfg);
-    unsigned long requests = 0, allocations = 0, failures = 0;
-    for (size_t s = 0; s < sizeof(kSerializers) / sizeof(kSerializers[0]); s++) {
-        char dir[512];
-        snprintf(dir, sizeof(dir), "%s/vectors/pyro4/%s", TEST_DATA_DIR, kSerializers[s]);
-        DIR *d = opendir(dir);
-        assert_non_null(d);
-        struct dirent *scen;
-        while ((scen = readdir(d)) != NULL) {
-            if (scen->d_name[0] == '.')
-                continue;
-            char sub[1024];
-            snprintf(sub, sizeof(sub), "%s/%s", dir, scen->d_name);
-            DIR *e = opendir(sub);
-            if (e == NULL)
-                continue;
-            struct dirent *vec;
-            while ((vec = readdir(e)) != NULL) {
-                if (strstr(vec->d_name, "_c2s_") == NULL)
-                    continue;
-                char path[2048];
-                snprintf(path, sizeof(path), "%s/%s", sub, vec->d_name);
-                request_t rq = {&cfg, NULL, 0, 0};
-                rq.data = read_file(path, &rq.len);
-                /* The verdict with memory, to compare against. */
-                frame_t f;
-                frame_error_t err;
-                if (frame_parse(rq.data, rq.len, cfg.pyro.max_message_bytes, &f, &err) ==
-                    FRAME_OK) {
-                    inspect_t in;
-                    inspect_init(&in);
-                    rq.allowed = inspect_request(&cfg, &f, &in) == INSPECT_ALLOW;
-                    inspect_cleanup(&in);
-                    torture_result_t r = torture(path, inspect_scenario, &rq);
-                    requests++;
-                    allocations += r.allocations;
-                    failures += r.failures;
-                }
-                free(rq.data);
-            }
-            closedir(e);
-        }
-        closedir(d);
-    }
+    cfg.pyro.protocols = FRAME_PROTO_BIT(PROTO_PYRO4) | FRAME_PROTO_BIT(PROTO_PYRO5);
+    request_tally_t t = {&cfg, 0, 0, 0};
+    for_each_vector("pyro4", "_c2s_", torture_request, &t);
+    for_each_vector("pyro5", "_c2s_", torture_request, &t);
+    unsigned long requests = t.requests, allocations = t.allocations, failures = t.failures;
     print_message("requests: %lu, allocations failed one at a time: %lu (%lu runs failed)\n",
                   requests, allocations, failures);
     assert_true(requests > 100);  /* the captured vectors were found */

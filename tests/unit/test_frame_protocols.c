@@ -6,7 +6,6 @@
  * vector set into tests/vectors/pyro5/ (one file = one whole message); protocol 46/47 frames are
  * built here from the header layout, which is protocol 48's with another version (§13): no
  * capture of those versions exists, their Pyro4 releases do not run on the Python here. */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -289,36 +288,15 @@ static void check_capture5(const char *path, uint16_t ser)
     free(b.data);
 }
 
+static void check_capture5_of(const char *path, const char *ser, void *arg)
+{
+    (void)arg;
+    check_capture5(path, serializer_of_dir(ser));
+}
+
 static void test_every_captured_pyro5_message_parses_and_rebuilds_byte_for_byte(void **state)
 {
-    static const char *const kSers[] = {"serpent", "marshal", "json", "msgpack"};
-    size_t n = 0;
-    for (size_t s = 0; s < 4; s++) {
-        char dir[512];
-        snprintf(dir, sizeof(dir), "%s/vectors/pyro5/%s", TEST_DATA_DIR, kSers[s]);
-        DIR *d = opendir(dir);
-        assert_non_null(d);
-        struct dirent *scen;
-        while ((scen = readdir(d)) != NULL) {
-            if (scen->d_name[0] == '.')
-                continue;
-            char sub[1024];
-            snprintf(sub, sizeof(sub), "%s/%s", dir, scen->d_name);
-            DIR *e = opendir(sub);
-            assert_non_null(e);
-            struct dirent *v;
-            while ((v = readdir(e)) != NULL) {
-                if (strstr(v->d_name, ".bin") == NULL)
-                    continue;
-                char path[2048];
-                snprintf(path, sizeof(path), "%s/%s", sub, v->d_name);
-                check_capture5(path, serializer_of_dir(kSers[s]));
-                n++;
-            }
-            closedir(e);
-        }
-        closedir(d);
-    }
+    size_t n = for_each_vector("pyro5", ".bin", check_capture5_of, NULL);
     print_message("Pyro5 captures parsed and rebuilt: %zu\n", n);
     assert_true(n >= 200);
 }

@@ -6,9 +6,11 @@
 #ifndef PYROGUARD_TESTFRAME_H
 #define PYROGUARD_TESTFRAME_H
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     uint8_t *data;
@@ -41,6 +43,45 @@ static inline void put_u32(uint8_t *p, uint32_t v)
     p[1] = (uint8_t)(v >> 16);
     p[2] = (uint8_t)(v >> 8);
     p[3] = (uint8_t)v;
+}
+
+/* for_each_vector calls |fn| with the path of every captured message under
+ * TEST_DATA_DIR/vectors/|set|/<serializer>/<scenario>/ whose name contains |must_contain|, for the
+ * four safe serializers; |fn| gets the serializer's directory name. Returns how many. */
+static inline size_t for_each_vector(const char *set, const char *must_contain,
+                                     void (*fn)(const char *path, const char *ser, void *arg),
+                                     void *arg)
+{
+    static const char *const kSers[] = {"serpent", "json", "marshal", "msgpack"};
+    size_t n = 0;
+    for (size_t s = 0; s < sizeof(kSers) / sizeof(kSers[0]); s++) {
+        char dir[512];
+        snprintf(dir, sizeof(dir), "%s/vectors/%s/%s", TEST_DATA_DIR, set, kSers[s]);
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        struct dirent *scen;
+        while ((scen = readdir(d)) != NULL) {
+            if (scen->d_name[0] == '.')
+                continue;
+            char sub[1024];
+            snprintf(sub, sizeof(sub), "%s/%s", dir, scen->d_name);
+            DIR *e = opendir(sub);
+            if (e == NULL)
+                continue;
+            struct dirent *v;
+            while ((v = readdir(e)) != NULL) {
+                if (strstr(v->d_name, ".bin") == NULL || strstr(v->d_name, must_contain) == NULL)
+                    continue;
+                char path[2048];
+                snprintf(path, sizeof(path), "%s/%s", sub, v->d_name);
+                fn(path, kSers[s], arg);
+                n++;
+            }
+            closedir(e);
+        }
+        closedir(d);
+    }
+    return n;
 }
 
 #endif
