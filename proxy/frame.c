@@ -416,6 +416,35 @@ int frame_build(CBB *cbb, uint16_t type, uint16_t flags, uint16_t seq, uint16_t 
                   payload, payload_len);
 }
 
+int frame_rebuild(CBB *cbb, const frame_t *f, const uint8_t *anns, size_t ann_len,
+                  const uint8_t *payload, size_t payload_len)
+{
+    switch (f->proto) {
+    case PROTO_PYRO4:
+    case PROTO_PYRO4_46:
+    case PROTO_PYRO4_47:
+        /* build4 sums the checksum over the fields exactly as it writes them: the wire's
+         * version, flags and serializer id. */
+        return build4(cbb, f->version, f->type, f->wire_flags, f->seq, f->wire_serializer, anns,
+                      ann_len, payload, payload_len);
+    case PROTO_PYRO5:
+        if (f->type > 0xff || f->wire_serializer > 0xff || ann_len > 0xffffffffu ||
+            payload_len > 0xffffffffu)
+            return 0;
+        return CBB_add_bytes(cbb, kMagic, sizeof(kMagic)) && CBB_add_u16(cbb, f->version) &&
+               CBB_add_u8(cbb, (uint8_t)f->type) && CBB_add_u8(cbb, (uint8_t)f->wire_serializer) &&
+               CBB_add_u16(cbb, f->wire_flags) && CBB_add_u16(cbb, f->seq) &&
+               CBB_add_u32(cbb, (uint32_t)payload_len) && CBB_add_u32(cbb, (uint32_t)ann_len) &&
+               CBB_add_bytes(cbb, f->corr_id, FRAME5_CORR_LEN) && CBB_add_u16(cbb, 0) &&
+               CBB_add_u16(cbb, FRAME5_MAGIC) && CBB_add_bytes(cbb, anns, ann_len) &&
+               CBB_add_bytes(cbb, payload, payload_len);
+    case PROTO_NONE:
+    case PROTO_COUNT:
+        break;
+    }
+    return 0;
+}
+
 const char *frame_error_reason(frame_error_t err)
 {
     switch (err) {

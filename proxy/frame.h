@@ -219,6 +219,16 @@ int frame_build(CBB *cbb, uint16_t type, uint16_t flags, uint16_t seq, uint16_t 
                 const uint8_t *annotations, size_t ann_len, const uint8_t *payload,
                 size_t payload_len);
 
+/* frame_rebuild appends |f|'s message to |cbb| again with |anns| (a raw chunk block of |f|'s
+ * protocol) as its annotation block and |payload| as its data: protocol, version, type, flags and
+ * serializer id as on the wire (wire_flags with unknown bits, wire_serializer), seq and the Pyro5
+ * correlation id are |f|'s; the lengths are the new ones, and a Pyro4 (46/47/48) header gets the
+ * checksum of the new lengths over its own version (PROTOCOL.md §2.1, §13). The reserved field
+ * is written as 0, as Pyro writes it. Returns 1 on success, 0 if a length does not fit the
+ * protocol (Pyro4: annotations 65535 bytes, payload 2^31-1; Pyro5: u32) or |cbb| fails. */
+int frame_rebuild(CBB *cbb, const frame_t *f, const uint8_t *anns, size_t ann_len,
+                  const uint8_t *payload, size_t payload_len);
+
 /* frame_error_reason returns the stable machine-readable name of |err| ("bad_checksum"…). */
 const char *frame_error_reason(frame_error_t err);
 
