@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <sys/un.h>
 
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -154,7 +156,9 @@ static int parse_u64(const char *s, uint64_t *out)
 
 static void join_path(char *out, size_t out_len, const char *path, const char *key)
 {
-    if (path[0] == '\0')
+    if (key[0] == '\0')
+        snprintf(out, out_len, "%s", path);
+    else if (path[0] == '\0')
         snprintf(out, out_len, "%s", key);
     else
         snprintf(out, out_len, "%s.%s", path, key);
@@ -200,6 +204,17 @@ static int parse_string(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const ch
     }
     free(*out);
     *out = copy;
+    return 1;
+}
+
+/* parse_text reads a non-empty string and where it was written (config_text_t). */
+static int parse_text(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                      const void *arg)
+{
+    config_text_t *out = field;
+    if (!parse_string(ctx, node, &out->text, path, arg))
+        return 0;
+    out->mark = node_mark(node);
     return 1;
 }
 
@@ -469,6 +484,62 @@ static int parse_hostport(const char *s, struct sockaddr_storage *out)
     return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0;
 }
 
+/* parse_unix_path fills |out| with the AF_UNIX address of "unix:PATH", PATH resolved against
+ * the configuration's directory. */
+static int parse_unix_path(cfg_ctx_t *ctx, const char *s, struct sockaddr_storage *out)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)out;
+    const char *p = s + 5;
+    int n;
+    if (p[0] == '\0')
+        return 0;
+    memset(out, 0, sizeof(*out));
+    un->sun_family = AF_UNIX;
+    if (p[0] == '/' || ctx->base_dir[0] == '\0')
+        n = snprintf(un->sun_path, sizeof(un->sun_path), "%s", p);
+    else
+        n = snprintf(un->sun_path, sizeof(un->sun_path), "%s/%s", ctx->base_dir, p);
+    return n > 0 && (size_t)n < sizeof(un->sun_path);
+}
+
+/* resolve_hostport accepts what parse_hostport does and, for an upstream, "name:port": the name
+ * is resolved when the configuration is loaded (at start and at each reload). */
+static int resolve_hostport(const char *s, struct sockaddr_storage *out)
+{
+    char host[256];
+    const char *colon = strrchr(s, ':');
+    uint64_t port;
+    struct addrinfo hints, *res = NULL;
+
+    if (parse_hostport(s, out))
+        return 1;
+    if (s[0] == '[' || colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(host) ||
+        !parse_u64(colon + 1, &port) || port == 0 || port > 65535)
+        return 0;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL)
+        return 0;
+    int ok = res->ai_addrlen <= sizeof(*out);
+    if (ok) {
+        memset(out, 0, sizeof(*out));
+        memcpy(out, res->ai_addr, res->ai_addrlen);
+        if (out->ss_family == AF_INET)
+            ((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+        else if (out->ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
+        else
+            ok = 0;
+    }
+    freeaddrinfo(res);
+    return ok;
+}
+
+/* parse_addr reads a listen or backend address; |arg| non-NULL: an upstream, which may name a
+ * host to resolve. "unix:PATH" is read here and refused later where it does not belong. */
 static int parse_addr(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
                       const void *arg)
 {
@@ -476,9 +547,21 @@ static int parse_addr(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char
     const char *s = scalar(ctx, node, path, "an address");
     if (s == NULL)
         return 0;
-    if (!parse_hostport(s, &out->addr)) {
-        cfg_err(ctx, node, path,
-                "invalid address '%s' (expected IP:port or [IPv6]:port, port 1-65535)", s);
+    if (arg == NULL && strncmp(s, "unix:", 5) == 0) {
+        if (!parse_unix_path(ctx, s, &out->addr)) {
+            cfg_err(ctx, node, path, "invalid Unix socket path '%s' (at most %zu bytes)", s,
+                    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            return 0;
+        }
+    } else if (arg != NULL ? !resolve_hostport(s, &out->addr) : !parse_hostport(s, &out->addr)) {
+        if (arg != NULL)
+            cfg_err(ctx, node, path,
+                    "invalid or unresolvable address '%s' (expected HOST:port, IP:port or "
+                    "[IPv6]:port, port 1-65535)",
+                    s);
+        else
+            cfg_err(ctx, node, path,
+                    "invalid address '%s' (expected IP:port or [IPv6]:port, port 1-65535)", s);
         return 0;
     }
     char *copy = pg_strdup(s);
@@ -509,6 +592,9 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 {
     if (a->ss_family != b->ss_family)
         return 0;
+    if (a->ss_family == AF_UNIX)
+        return strcmp(((const struct sockaddr_un *)a)->sun_path,
+                      ((const struct sockaddr_un *)b)->sun_path) == 0;
     if (a->ss_family == AF_INET) {
         const struct sockaddr_in *x = (const struct sockaddr_in *)a;
         const struct sockaddr_in *y = (const struct sockaddr_in *)b;
@@ -522,14 +608,179 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 
 /* ---- listeners ------------------------------------------------------------------------ */
 
-static const cfg_key_t kListenerKeys[] = {
-    {"name", parse_string, offsetof(config_listener_t, name), 1, NULL},
-    {"listen", parse_addr, offsetof(config_listener_t, listen), 1, NULL},
-    {"backend", parse_addr, offsetof(config_listener_t, backend), 1, NULL},
-    {"allow_remote_backend", parse_bool, offsetof(config_listener_t, allow_remote_backend), 0,
-     NULL},
+static int parse_mode(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                      const void *arg)
+{
+    static const cfg_enum_t modes = {
+        {"server", "client", NULL}, {LISTENER_SERVER, LISTENER_CLIENT}, "server or client"};
+    return parse_enum(ctx, node, field, path, &modes);
+}
+
+/* parse_socket_mode reads permissions in octal, "0660" (quoted or not: YAML 1.1 would read an
+ * unquoted 0660 as octal too, libyaml hands over the text). */
+static int parse_socket_mode(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                             const void *arg)
+{
+    config_listener_t *l = field;
+    const char *s = scalar(ctx, node, path, "an octal mode");
+    uint32_t v = 0;
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (s == NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '7' || n > 4) {
+            n = 0;
+            break;
+        }
+        v = v * 8 + (uint32_t)(s[i] - '0');
+    }
+    if (n < 3 || v > 0777) {
+        cfg_err(ctx, node, path, "expected permissions in octal such as \"0660\", got '%s'", s);
+        return 0;
+    }
+    if (v & 0007) {
+        cfg_err(ctx, node, path,
+                "'%s' lets every local user connect: the socket takes plaintext Pyro traffic "
+                "that leaves with this listener's certificate (use 0600 or 0660)",
+                s);
+        return 0;
+    }
+    l->socket_mode = v;
+    l->socket_mode_given = 1;
+    return 1;
+}
+
+static int parse_server_uri(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                            const void *arg);
+
+static const cfg_key_t kUpstreamTlsKeys[] = {
+    {"cert", parse_file, offsetof(config_upstream_tls_t, cert), 1, NULL},
+    {"key", parse_file, offsetof(config_upstream_tls_t, key), 1, NULL},
+    {"ca", parse_file, offsetof(config_upstream_tls_t, ca), 1, NULL},
+    {"server_name", parse_text, offsetof(config_upstream_tls_t, server_name), 0, NULL},
+    {"server_uri", parse_server_uri, offsetof(config_upstream_tls_t, server_uri), 0, NULL},
+    {"min_version", parse_min_version, offsetof(config_upstream_tls_t, min_version), 0, NULL},
     CFG_TABLE_END,
 };
+
+static int parse_upstream_tls(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                              const void *arg)
+{
+    config_listener_t *l = field;
+    config_upstream_tls_t *t = &l->upstream_tls;
+    t->min_version = TLS1_2_VERSION;
+    t->mark = node_mark(node);
+    l->upstream_tls_given = 1;
+    if (!parse_map(ctx, node, t, path, kUpstreamTlsKeys))
+        return 0;
+    if (t->server_name.text == NULL && t->server_uri.n == 0) {
+        cfg_err(ctx, node, path,
+                "give server_name or server_uri (or both): the upstream's certificate must name "
+                "the server expected, not just chain to the CA");
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_egress(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                        const void *arg);
+
+static const cfg_key_t kListenerKeys[] = {
+    {"name", parse_string, offsetof(config_listener_t, name), 1, NULL},
+    {"mode", parse_mode, offsetof(config_listener_t, mode), 0, NULL},
+    {"listen", parse_addr, offsetof(config_listener_t, listen), 1, NULL},
+    {"backend", parse_addr, offsetof(config_listener_t, backend), 0, NULL},
+    {"allow_remote_backend", parse_bool, offsetof(config_listener_t, allow_remote_backend), 0,
+     NULL},
+    {"forward_identity", parse_bool, offsetof(config_listener_t, forward_identity), 0, NULL},
+    {"socket_mode", parse_socket_mode, 0, 0, NULL},
+    {"upstream", parse_addr, offsetof(config_listener_t, upstream), 0, "upstream"},
+    {"upstream_tls", parse_upstream_tls, 0, 0, NULL},
+    {"egress", parse_egress, 0, 0, NULL},
+    CFG_TABLE_END,
+};
+
+/* listener_err reports |key| of listener |item_path| at |mark|. */
+static void listener_err(cfg_ctx_t *ctx, config_mark_t mark, const char *item_path, const char *key,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void listener_err(cfg_ctx_t *ctx, config_mark_t mark, const char *item_path, const char *key,
+                         const char *fmt, ...)
+{
+    char sub[300], reason[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    join_path(sub, sizeof(sub), item_path, key);
+    config_error(ctx->errs, ctx->file, mark, sub, "%s", reason);
+}
+
+/* check_listener_mode checks the keys each mode needs and refuses those it does not use. */
+static int check_listener_mode(cfg_ctx_t *ctx, const config_listener_t *l, const char *item_path)
+{
+    int is_unix = l->listen.addr.ss_family == AF_UNIX;
+    if (l->mode == LISTENER_SERVER) {
+        static const char *client_only = "is for client-mode listeners (mode: client)";
+        if (l->backend.text == NULL) {
+            listener_err(ctx, l->mark, item_path, "", "missing required key 'backend'");
+            return 0;
+        }
+        if (is_unix) {
+            listener_err(ctx, l->listen.mark, item_path, "listen",
+                         "a server-mode listener takes TLS on a TCP address, not '%s'",
+                         l->listen.text);
+            return 0;
+        }
+        if (l->upstream.text != NULL || l->upstream_tls_given || l->egress_given ||
+            l->socket_mode_given) {
+            const char *key = l->upstream.text != NULL ? "upstream"
+                              : l->upstream_tls_given  ? "upstream_tls"
+                              : l->egress_given        ? "egress"
+                                                       : "socket_mode";
+            listener_err(ctx, l->mark, item_path, key, "%s", client_only);
+            return 0;
+        }
+        if (!l->allow_remote_backend && !addr_is_loopback(&l->backend.addr)) {
+            listener_err(ctx, l->backend.mark, item_path, "backend",
+                         "'%s' is not a loopback address (set allow_remote_backend: true to "
+                         "forward plaintext Pyro traffic off this host)",
+                         l->backend.text);
+            return 0;
+        }
+        return 1;
+    }
+    if (l->backend.text != NULL || l->allow_remote_backend || l->forward_identity) {
+        listener_err(ctx, l->mark, item_path,
+                     l->backend.text != NULL ? "backend"
+                     : l->forward_identity   ? "forward_identity"
+                                             : "allow_remote_backend",
+                     "is for server-mode listeners: a client-mode listener sends to 'upstream' "
+                     "over TLS");
+        return 0;
+    }
+    static const char *need[] = {"upstream", "upstream_tls", "egress"};
+    int have[] = {l->upstream.text != NULL, l->upstream_tls_given, l->egress_given};
+    for (size_t k = 0; k < 3; k++) {
+        if (!have[k]) {
+            listener_err(ctx, l->mark, item_path, "", "missing required key '%s' (mode: client)",
+                         need[k]);
+            return 0;
+        }
+    }
+    if (!is_unix && !addr_is_loopback(&l->listen.addr)) {
+        listener_err(ctx, l->listen.mark, item_path, "listen",
+                     "'%s' is not a loopback address or unix:PATH: a client-mode listener takes "
+                     "plaintext Pyro traffic, which must not come from off this host",
+                     l->listen.text);
+        return 0;
+    }
+    if (!is_unix && l->socket_mode_given) {
+        listener_err(ctx, l->mark, item_path, "socket_mode", "goes with listen: unix:PATH");
+        return 0;
+    }
+    return 1;
+}
 
 static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
                            const void *arg)
@@ -567,14 +818,8 @@ static int parse_listeners(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const
             continue;
         }
         char sub[300];
-        if (!l->allow_remote_backend && !addr_is_loopback(&l->backend.addr)) {
-            join_path(sub, sizeof(sub), item_path, "backend");
-            config_error(ctx->errs, ctx->file, l->backend.mark, sub,
-                         "'%s' is not a loopback address (set allow_remote_backend: true to "
-                         "forward plaintext Pyro traffic off this host)",
-                         l->backend.text);
+        if (!check_listener_mode(ctx, l, item_path))
             ok = 0;
-        }
         for (size_t j = 0; j < i; j++) {
             const config_listener_t *o = &cfg->listeners[j];
             if (o->name != NULL && strcmp(o->name, l->name) == 0) {
@@ -926,6 +1171,30 @@ static int parse_deny(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char
     return parse_access(ctx, node, &c->deny, &c->n_deny, path, 0);
 }
 
+static int parse_server_uri(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                            const void *arg)
+{
+    return parse_patterns_as(ctx, node, field, path, PAT_GLOB, "a URI pattern");
+}
+
+static const cfg_key_t kEgressKeys[] = {
+    {"allow", parse_allow, 0, 0, NULL},
+    {"deny", parse_deny, 0, 0, NULL},
+    CFG_TABLE_END,
+};
+
+/* parse_egress reads a client-mode listener's egress policy: a client rule without match keys,
+ * moved among the rules once the whole file is read (finish_egress). */
+static int parse_egress(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char *path,
+                        const void *arg)
+{
+    config_listener_t *l = field;
+    l->egress_given = 1;
+    l->egress.mark = node_mark(node);
+    l->egress.egress = 1;
+    return parse_map(ctx, node, &l->egress, path, kEgressKeys);
+}
+
 static const cfg_key_t kClientKeys[] = {
     {"name", parse_string, offsetof(config_client_t, name), 1, NULL},
     {"match", parse_match, 0, 1, NULL},
@@ -962,6 +1231,7 @@ static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const c
     int ok = 1;
 
     /* `clients: []` refuses every client: a valid, if useless, deny-everything policy. */
+    cfg->clients_given = 1;
     if (node->type != YAML_SEQUENCE_NODE) {
         cfg_err(ctx, node, path, "expected a list of client rules, got %s", node_kind(node));
         return 0;
@@ -979,7 +1249,7 @@ static int parse_clients(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const c
         cfg_err(ctx, node, path, "out of memory");
         return 0;
     }
-    cfg->n_clients = n;
+    cfg->n_clients = cfg->n_cert_rules = n;
     for (size_t i = 0; i < n; i++) {
         config_client_t *c = &cfg->clients[i];
         yaml_node_t *item = yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
@@ -1107,6 +1377,61 @@ static int parse_admin(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const cha
     return 1;
 }
 
+/* finish_listeners runs once the whole file is read (keys may come in any order): tls: and
+ * clients: are required when a listener serves TLS, and each client-mode listener's egress
+ * policy becomes a rule after the clients: rules (cfg->clients[egress_rule]), never matched
+ * against a certificate. */
+static int finish_listeners(cfg_ctx_t *ctx, yaml_node_t *root)
+{
+    config_t *cfg = ctx->cfg;
+    size_t n_server = 0, n_client = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].mode == LISTENER_CLIENT)
+            n_client++;
+        else
+            n_server++;
+    }
+    if (n_server > 0 && cfg->tls.client_ca.path == NULL) {
+        cfg_err(ctx, root, "", "missing required key 'tls'");
+        return 0;
+    }
+    if (n_server > 0 && !cfg->clients_given) {
+        cfg_err(ctx, root, "", "missing required key 'clients'");
+        return 0;
+    }
+    if (n_client == 0)
+        return 1;
+    size_t n = cfg->n_clients + n_client;
+    config_client_t *clients = pg_realloc(cfg->clients, n * sizeof(*clients));
+    if (clients == NULL)
+        goto out_of_memory;
+    cfg->clients = clients;
+    config_screen_t *screens = pg_realloc(cfg->screens, n * sizeof(*screens));
+    if (screens == NULL)
+        goto out_of_memory;
+    cfg->screens = screens;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        config_listener_t *l = &cfg->listeners[i];
+        if (l->mode != LISTENER_CLIENT)
+            continue;
+        size_t len = strlen(l->name) + sizeof("egress:");
+        char *name = pg_malloc(len);
+        if (name == NULL)
+            goto out_of_memory;
+        snprintf(name, len, "egress:%s", l->name);
+        config_client_t *c = &cfg->clients[cfg->n_clients];
+        *c = l->egress;
+        c->name = name;
+        memset(&l->egress, 0, sizeof(l->egress));
+        memset(&cfg->screens[cfg->n_clients], 0, sizeof(cfg->screens[0]));
+        l->egress_rule = (int)cfg->n_clients++;
+    }
+    return 1;
+out_of_memory:
+    cfg_err(ctx, root, "", "out of memory");
+    return 0;
+}
+
 /* check_addresses runs once the whole file is read (keys may come in any order): the admin
  * endpoint must not take a listener's address. */
 static int check_addresses(cfg_ctx_t *ctx)
@@ -1166,9 +1491,9 @@ static int parse_tls(cfg_ctx_t *ctx, yaml_node_t *node, void *field, const char 
 
 static const cfg_key_t kTopKeys[] = {
     {"listeners", parse_listeners, 0, 1, NULL},
-    {"tls", parse_tls, 0, 1, NULL},
+    {"tls", parse_tls, 0, 0, NULL},
     {"pyro", parse_section, 0, 0, kPyroKeys},
-    {"clients", parse_clients, 0, 1, NULL},
+    {"clients", parse_clients, 0, 0, NULL},
     {"limits", parse_section, 0, 0, kLimitsKeys},
     {"admin", parse_admin, 0, 0, NULL},
     {"reload", parse_section, 0, 0, kReloadKeys},
@@ -1284,9 +1609,18 @@ static void free_strings(char **s, size_t n)
 void config_free(config_t *cfg)
 {
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        free(cfg->listeners[i].name);
-        free(cfg->listeners[i].listen.text);
-        free(cfg->listeners[i].backend.text);
+        config_listener_t *l = &cfg->listeners[i];
+        free(l->name);
+        free(l->listen.text);
+        free(l->backend.text);
+        free(l->upstream.text);
+        free(l->upstream_tls.cert.path);
+        free(l->upstream_tls.key.path);
+        free(l->upstream_tls.ca.path);
+        free(l->upstream_tls.server_name.text);
+        free_patterns(&l->upstream_tls.server_uri);
+        free_access(l->egress.allow, l->egress.n_allow); /* only if never moved to clients */
+        free_access(l->egress.deny, l->egress.n_deny);
     }
     free(cfg->listeners);
     free(cfg->tls.cert.path);
@@ -1382,7 +1716,8 @@ int config_load_buffer(const char *name, const char *base_dir, const uint8_t *da
         goto free_doc;
     }
     cfg_ctx_t ctx = {name, base_dir, &doc, cfg, errs};
-    ok = parse_map(&ctx, root, cfg, "", kTopKeys) && check_addresses(&ctx);
+    ok = parse_map(&ctx, root, cfg, "", kTopKeys) && finish_listeners(&ctx, root) &&
+         check_addresses(&ctx);
     /* A second document in the same file would be silently ignored by a careless reader. */
     if (ok) {
         yaml_document_t next;

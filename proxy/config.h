@@ -55,28 +55,70 @@ typedef struct {
     config_mark_t mark;
 } config_addr_t;
 
-typedef struct {
-    char *name;
-    config_addr_t listen;
-    config_addr_t backend;
-    int allow_remote_backend;
-    config_mark_t mark;
-} config_listener_t;
-
 /* A list of patterns given as one scalar or a YAML list of scalars. */
 typedef struct {
     pattern_t *items;
     size_t n;
 } config_patterns_t;
 
-/* One allow or deny entry of a client rule: the objects it covers and the names on them. */
+/* listeners[].mode: server terminates mutual TLS in front of a plaintext daemon; client takes
+ * plaintext from local Pyro clients and originates mutual TLS to an upstream (README "Client
+ * mode"). */
+typedef enum { LISTENER_SERVER = 0, LISTENER_CLIENT = 1 } listener_mode_t;
+
+/* listeners[].upstream_tls: how a client-mode listener proves itself and checks the upstream. */
 typedef struct {
+    config_file_t cert; /* this side's client certificate chain (PEM) */
+    config_file_t key;
+    config_file_t ca;             /* verifies the upstream's certificate */
+    config_text_t server_name;    /* expected DNS or IP SAN; sent as SNI when a DNS name */
+    config_patterns_t server_uri; /* expected URI SAN (glob as in clients[].match.uri) */
+    uint16_t min_version;
+    config_mark_t mark;
+} config_upstream_tls_t;
+
+/* One allow or deny entry of a client rule (below). */
+typedef struct config_access config_access_t;
+
+/* A client rule: who (match) may call what (allow, deny). Also the shape of a client-mode
+ * listener's egress policy, which has no match keys. */
+typedef struct {
+    char *name;
+    config_patterns_t match[ID_FIELDS]; /* n == 0: key not given */
+    config_access_t *allow;
+    size_t n_allow;
+    config_access_t *deny; /* wins over allow; an entry without names denies whole objects */
+    size_t n_deny;
+    int egress; /* a listener's egress rule: never matched against a certificate */
+    config_mark_t mark;
+} config_client_t;
+
+typedef struct {
+    char *name;
+    int mode;             /* listener_mode_t */
+    config_addr_t listen; /* server: the TLS side; client: loopback TCP or a Unix socket */
+    config_addr_t backend;
+    int allow_remote_backend;
+    int forward_identity; /* server: add the verified identity to each CONNECT and INVOKE */
+    uint32_t socket_mode; /* unix: listen: permissions of the socket file */
+    int socket_mode_given;
+    config_addr_t upstream; /* client: the TLS server to originate mutual TLS to */
+    config_upstream_tls_t upstream_tls;
+    int upstream_tls_given;
+    config_client_t egress; /* client: parsed here, then moved to cfg->clients[egress_rule] */
+    int egress_given;
+    int egress_rule;
+    config_mark_t mark;
+} config_listener_t;
+
+/* One allow or deny entry of a client rule: the objects it covers and the names on them. */
+struct config_access {
     config_patterns_t objects;
     config_patterns_t methods; /* method calls, plain and inside a BATCH */
     config_patterns_t get;     /* property reads (p.value) */
     config_patterns_t set;     /* property writes (p.value = 7) */
     config_mark_t mark;
-} config_access_t;
+};
 
 /* The first look policy_match_client takes at a rule: the screen of the single pattern of one
  * of its match keys (a rule cannot match unless a value of that field passes it). All rules'
@@ -86,16 +128,6 @@ typedef struct {
     uint8_t field;
     uint8_t active; /* 0: the rule has no single-pattern key to screen on; match it in full */
 } config_screen_t;
-
-typedef struct {
-    char *name;
-    config_patterns_t match[ID_FIELDS]; /* n == 0: key not given */
-    config_access_t *allow;
-    size_t n_allow;
-    config_access_t *deny; /* wins over allow; an entry without names denies whole objects */
-    size_t n_deny;
-    config_mark_t mark;
-} config_client_t;
 
 typedef enum { LOG_CALLS_NONE, LOG_CALLS_DENIED, LOG_CALLS_ALL } log_calls_t;
 
@@ -145,9 +177,13 @@ typedef struct {
     uint64_t workers; /* event loops, one thread each; 0: one per CPU */
     char *user;       /* drop to this user (and its group) after binding; NULL: stay */
     char *group;
-    config_client_t *clients; /* first match wins; none matching: refused at CONNECT */
+    /* The clients: rules (first match wins; none matching: refused at CONNECT), then one egress
+     * rule per client-mode listener. */
+    config_client_t *clients;
     config_screen_t *screens; /* one per rule, built at load */
-    size_t n_clients;
+    size_t n_clients;         /* all rules */
+    size_t n_cert_rules;      /* the clients: rules, matched against certificates */
+    int clients_given;
     struct {
         log_level_t level;
         log_calls_t calls; /* which call decisions are logged */

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/bio.h>
 #include <openssl/bytestring.h>
@@ -13,12 +14,14 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "forward.h"
 #include "frame.h"
 #include "identity.h"
 #include "inspect.h"
 #include "log.h"
 #include "policy.h"
 #include "reply.h"
+#include "streams.h"
 #include "tls.h"
 #include "tlsbio.h"
 
@@ -38,6 +41,8 @@
 #define LINGER_MS 5000
 /* The largest reply frame the backend may announce; replies are streamed, not buffered. */
 #define S2C_MAX_MESSAGE ((size_t)0x7fffffff + 0xffff)
+/* The largest annotation block of a stream reply read for its STRM id (Pyro4's own limit). */
+#define S2C_MAX_STREAM_ANNOTATIONS 0xffff
 
 typedef enum {
     CONN_HANDSHAKE,       /* TLS handshake in progress */
@@ -55,7 +60,7 @@ struct conn {
     uint64_t id;
     conn_state_t state;
 
-    uv_tcp_t client;
+    sock_t client; /* TCP, or a Unix socket for a client-mode listener */
     uv_tcp_t backend;
     uv_timer_t timer; /* handshake, dial, idle or linger deadline, per state */
     uv_connect_t connect_req;
@@ -68,8 +73,16 @@ struct conn {
     int backend_reading;
     int client_eof;
 
+    /* The client side. Server mode: TLS, |net| the ciphertext both ways between the client
+     * socket and BoringSSL (tlsbio.h). Client mode: |ssl| is NULL and |net| holds plaintext
+     * the client sent that c2s has no room for yet. */
     SSL *ssl;
-    BIO *net; /* ciphertext both ways between the client socket and BoringSSL (tlsbio.h) */
+    BIO *net;
+    /* The backend side in client mode: TLS to the upstream (NULL in server mode). */
+    SSL *up_ssl;
+    BIO *up_net;
+    int up_handshake_done;
+    streams_t streams; /* stream ids this connection received (PROTOCOL.md §6.2) */
 
     buf_t c2s;             /* decrypted client bytes not yet judged; capped at one message */
     size_t client_queued;  /* bytes in flight towards the client */
@@ -83,6 +96,10 @@ struct conn {
     uint8_t s2c_hdr[FRAME_MAX_HEADER_LEN];
     size_t s2c_hdr_len;
     uint64_t s2c_left;
+    /* The annotation block of an ITEMSTREAMRESULT reply, copied as it passes to read its STRM. */
+    uint8_t *s2c_ann;
+    size_t s2c_ann_len;
+    size_t s2c_ann_need;
     int close_after_reply;
 
     uint64_t bytes_in;  /* plaintext from the client */
@@ -140,7 +157,10 @@ static int conn_rule(conn_t *c)
 {
     const server_t *srv = c->srv;
     if (c->rule_gen != srv->gen->id) {
-        c->rule = c->ident_ok ? policy_match_client(srv->cfg, &c->ident) : POLICY_NO_RULE;
+        if (c->lcfg->mode == LISTENER_CLIENT) /* the listener's egress rule: no certificate */
+            c->rule = srv->cfg->listeners[c->lst->index].egress_rule;
+        else
+            c->rule = c->ident_ok ? policy_match_client(srv->cfg, &c->ident) : POLICY_NO_RULE;
         c->rule_gen = srv->gen->id;
     }
     return c->rule;
@@ -282,6 +302,14 @@ static void log_conn_open(conn_t *c)
     log_conn_fields(&l, c);
     log_uint(&l, "worker", c->srv->index);
     log_uint(&l, "generation", c->gen->id);
+    if (c->ssl == NULL) {
+        /* Client mode: a local plaintext client; who it may call is the egress rule. */
+        log_str(&l, "mode", "client");
+        log_str(&l, "upstream", c->lcfg->upstream.text);
+        log_str(&l, "rule", conn_rule_name(c));
+        log_end(&l);
+        return;
+    }
     log_str(&l, "tls_version", SSL_get_version(c->ssl));
     log_str(&l, "cipher", SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
     log_bool(&l, "resumed", SSL_session_reused(c->ssl));
@@ -328,7 +356,13 @@ static void on_timer_closed(uv_handle_t *h)
     srv->n_conns--;
     __atomic_sub_fetch(srv->open_total, 1, __ATOMIC_RELAXED);
     metrics_conn_freed(srv->metrics);
-    SSL_free(c->ssl); /* frees the BIO */
+    if (c->ssl != NULL)
+        SSL_free(c->ssl); /* frees the BIO */
+    else
+        BIO_free(c->net);
+    SSL_free(c->up_ssl); /* and its BIO */
+    streams_free(&c->streams);
+    free(c->s2c_ann);
     buf_cleanup(&c->c2s);
     identity_free(&c->ident);
     generation_unref(c->gen);
@@ -371,6 +405,7 @@ static void on_linger_timeout(uv_timer_t *t)
 }
 
 static void conn_flush_tls(conn_t *c);
+static int conn_flush_upstream(conn_t *c);
 
 /* conn_handshake_peer_closed ends a handshake the client walked away from: it closed or reset
  * the connection, or writing our flight to it failed. Counted as a TLS failure (peer_closed),
@@ -420,6 +455,12 @@ void conn_close(conn_t *c, const char *reason)
         if (SSL_is_init_finished(c->ssl))
             SSL_shutdown(c->ssl);
         conn_flush_tls(c);
+    }
+
+    if (c->up_ssl != NULL && c->backend_connected) {
+        if (SSL_is_init_finished(c->up_ssl))
+            SSL_shutdown(c->up_ssl);
+        conn_flush_upstream(c);
     }
 
     uv_timer_stop(&c->timer);
@@ -526,6 +567,10 @@ static void conn_flush_tls(conn_t *c)
  * takes everything at once. */
 static int conn_send_plain(conn_t *c, const uint8_t *p, size_t n)
 {
+    if (c->ssl == NULL) { /* client mode: the local client reads plaintext */
+        c->bytes_out += n;
+        return conn_write(c, 0, p, n);
+    }
     while (n > 0) {
         int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
         int r = SSL_write(c->ssl, p, chunk);
@@ -548,6 +593,37 @@ static int conn_send_built(conn_t *c, CBB *cbb)
     int ok = CBB_finish(cbb, &data, &len) && conn_send_plain(c, data, len);
     OPENSSL_free(data);
     return ok;
+}
+
+/* conn_flush_upstream sends what BoringSSL wrote towards the upstream (client mode). */
+static int conn_flush_upstream(conn_t *c)
+{
+    size_t len;
+    const uint8_t *data = tlsbio_out(c->up_net, &len);
+    int ok = len == 0 || conn_write(c, 1, data, len);
+    tlsbio_out_clear(c->up_net);
+    if (c->s2c_left == 0 && c->s2c_hdr_len == 0 && c->outstanding == 0)
+        tlsbio_trim(c->up_net);
+    return ok;
+}
+
+/* conn_to_backend sends a judged message to the backend: as it is to a plaintext daemon, or
+ * encrypted for the upstream in client mode. Returns 0 if the socket failed or memory ran out. */
+static int conn_to_backend(conn_t *c, const uint8_t *p, size_t n)
+{
+    if (c->up_ssl == NULL)
+        return conn_write(c, 1, p, n);
+    while (n > 0) {
+        int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
+        int r = SSL_write(c->up_ssl, p, chunk);
+        if (r <= 0) {
+            ERR_clear_error();
+            return 0;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return conn_flush_upstream(c);
 }
 
 /* ---- flow control --------------------------------------------------------------------- */
@@ -602,6 +678,7 @@ static void arm_timer(conn_t *c, uint64_t ms)
 }
 
 static void refuse_connect(conn_t *c, const char *reason, const char *detail, const frame_t *f);
+static void upstream_refused(conn_t *c, const char *reason, const char *detail);
 
 static void on_deadline(uv_timer_t *t)
 {
@@ -622,6 +699,12 @@ static void on_deadline(uv_timer_t *t)
         return;
     }
     case CONN_DIALING:
+        if (c->up_ssl != NULL) {
+            upstream_refused(c, "handshake_timeout",
+                             "no complete TLS handshake with the upstream within "
+                             "limits.backend_connect_timeout");
+            return;
+        }
         metrics_backend_dial_failed(c->srv->metrics);
         refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
         return;
@@ -765,29 +848,78 @@ static int policy_judge(conn_t *c, const frame_t *f, const inspect_t *in, policy
 
 /* ---- backend -------------------------------------------------------------------------- */
 
-static void on_backend_connect(uv_connect_t *req, int status)
+/* conn_forward sends an allowed CONNECT or INVOKE (whole, at the start of c2s) on to the
+ * backend: as it came, or, on a listener with forward_identity, with the caller's verified
+ * identity added (forward.h). Returns 1 when sent; 0 when it was refused or the connection
+ * closed (the caller stops). */
+static int conn_forward(conn_t *c, const frame_t *f, const inspect_t *in)
 {
-    conn_t *c = req->data;
+    enum { FORWARD_UNENCODABLE = FORWARD_NOMEM + 1 };
+    if (!c->lcfg->forward_identity || (f->type != MSG_CONNECT && f->type != MSG_INVOKE)) {
+        if (conn_to_backend(c, buf_peek(&c->c2s), f->total_len))
+            return 1;
+        conn_close(c, "backend_write_error");
+        return 0;
+    }
+    CBB json, out;
+    uint8_t *json_data = NULL, *data = NULL;
+    size_t json_len = 0, len = 0;
+    int st = FORWARD_NOMEM;
+    int sent = 0;
+    if (!CBB_init(&json, 256))
+        goto done;
+    if (!forward_identity_json(&json, &c->ident, c->lcfg->name, conn_rule_name(c)) ||
+        !CBB_finish(&json, &json_data, &json_len)) {
+        /* A name that is not valid UTF-8 (identity.h lets raw bytes through in SANs) would
+         * break the daemon's JSON decoding, and escaping it would name someone else. */
+        CBB_cleanup(&json);
+        st = FORWARD_UNENCODABLE;
+        goto done;
+    }
+    if (!CBB_init(&out, f->total_len + json_len + 16))
+        goto free_json;
+    st = forward_rewrite(&out, f, json_data, json_len);
+    if (st == FORWARD_OK && CBB_finish(&out, &data, &len))
+        sent = conn_to_backend(c, data, len);
+    CBB_cleanup(&out);
+    OPENSSL_free(data);
+free_json:
+    OPENSSL_free(json_data);
+done:
+    if (sent)
+        return 1;
+    if (st == FORWARD_HMAC || st == FORWARD_TOO_LARGE || st == FORWARD_UNENCODABLE) {
+        const char *reason = st == FORWARD_HMAC        ? "hmac_not_rewritable"
+                             : st == FORWARD_TOO_LARGE ? "identity_too_large"
+                                                       : "identity_invalid";
+        const char *detail =
+            st == FORWARD_HMAC
+                ? "pyroguard: this listener forwards the caller's identity (forward_identity) "
+                  "and cannot add it to an HMAC-signed message; turn off the HMAC key (TLS "
+                  "already authenticates) or forward_identity"
+            : st == FORWARD_TOO_LARGE
+                ? "pyroguard: the caller's identity does not fit in this message's annotations"
+                : "pyroguard: the client certificate's identity cannot be forwarded: a name in "
+                  "it is not valid UTF-8";
+        if (f->type == MSG_CONNECT) {
+            refuse_connect_call(c, reason, detail, f, in, NULL);
+        } else {
+            refuse_invoke(c, f, reason, detail, in, NULL);
+            buf_consume(&c->c2s, f->total_len);
+        }
+        return 0;
+    }
+    conn_close(c, st == FORWARD_OK ? "backend_write_error" : "out_of_memory");
+    return 0;
+}
+
+/* conn_forward_connect forwards the CONNECT held in c2s while the backend was dialled (and, in
+ * client mode, while TLS to the upstream was set up). It is judged again first: a reload may
+ * have changed the policy meanwhile; that one decision is logged. */
+static void conn_forward_connect(conn_t *c)
+{
     frame_t f;
     frame_error_t err;
-
-    if (c->state != CONN_DIALING)
-        return; /* closing: the connect was cancelled */
-    if (status < 0) {
-        log_line_t l;
-        log_begin(&l, LOG_ERROR, "backend_fail");
-        log_conn_fields(&l, c);
-        log_str(&l, "backend", c->lcfg->backend.text);
-        log_str(&l, "detail", uv_strerror(status));
-        log_end(&l);
-        metrics_backend_dial_failed(c->srv->metrics);
-        refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
-        return;
-    }
-    c->backend_connected = 1;
-    uv_tcp_nodelay(&c->backend, 1);
-    /* The CONNECT was judged and held in c2s while dialling. Judge it again as it is forwarded
-     * (a reload may have changed the policy meanwhile) and log that one decision. */
     if (conn_parse(c, &f, &err) != FRAME_OK) {
         conn_close(c, "internal_error");
         return;
@@ -803,16 +935,113 @@ static void on_backend_connect(uv_connect_t *req, int status)
         refuse_connect_call(c, d.reason, d.detail, &f, in, entry);
         return;
     }
-    if (!conn_write(c, 1, buf_peek(&c->c2s), f.total_len)) {
-        conn_close(c, "internal_error");
+    if (!conn_forward(c, &f, in))
         return;
-    }
     buf_consume(&c->c2s, f.total_len);
     c->outstanding = 1;
     c->state = CONN_AWAIT_CONNECTOK;
     c->last_activity_ms = uv_now(c->srv->loop);
     arm_timer(c, c->srv->cfg->limits.idle_timeout_ms);
     conn_update_reading(c);
+}
+
+/* upstream_refused answers the held CONNECT when TLS to the upstream failed (client mode). */
+static void upstream_refused(conn_t *c, const char *reason, const char *detail)
+{
+    char text[320];
+    log_line_t l;
+    log_begin(&l, LOG_WARN, "upstream_tls_fail");
+    log_conn_fields(&l, c);
+    log_str(&l, "upstream", c->lcfg->upstream.text);
+    log_str(&l, "reason", reason);
+    log_str(&l, "detail", detail);
+    log_end(&l);
+    metrics_backend_dial_failed(c->srv->metrics);
+    snprintf(text, sizeof(text), "pyroguard: upstream TLS handshake failed: %s", detail);
+    refuse_connect(c, "upstream_tls_failed", text, NULL);
+}
+
+/* upstream_handshake advances the client-mode handshake with the upstream; once it is done
+ * and the upstream's certificate names the server expected, the held CONNECT goes. */
+static void upstream_handshake(conn_t *c)
+{
+    char detail[256], subject[256];
+    int r = SSL_do_handshake(c->up_ssl);
+    if (!conn_flush_upstream(c)) {
+        upstream_refused(c, "write_failed", "cannot write to the upstream");
+        return;
+    }
+    if (r != 1) {
+        if (SSL_get_error(c->up_ssl, r) == SSL_ERROR_WANT_READ)
+            return;
+        const char *reason = tls_upstream_failure(c->up_ssl, detail, sizeof(detail));
+        upstream_refused(c, reason, detail);
+        return;
+    }
+    if (!tls_upstream_check(c->up_ssl, c->lcfg, subject, sizeof(subject), detail, sizeof(detail))) {
+        upstream_refused(c, "name_mismatch", detail);
+        return;
+    }
+    c->up_handshake_done = 1;
+    log_line_t l;
+    log_begin(&l, LOG_INFO, "upstream_open");
+    log_conn_fields(&l, c);
+    log_str(&l, "upstream", c->lcfg->upstream.text);
+    log_str(&l, "tls_version", SSL_get_version(c->up_ssl));
+    log_str(&l, "cipher", SSL_CIPHER_get_name(SSL_get_current_cipher(c->up_ssl)));
+    log_bool(&l, "resumed", SSL_session_reused(c->up_ssl));
+    log_str(&l, "subject", subject);
+    log_end(&l);
+    conn_forward_connect(c);
+}
+
+/* upstream_start begins TLS to the upstream once TCP is connected (client mode). */
+static void upstream_start(conn_t *c)
+{
+    c->up_ssl = SSL_new(c->gen->upstream_ctx[c->lst->index]);
+    c->up_net = tlsbio_new(TLS_IN_HIGH_WATER + READ_CHUNK, TLS_OUT_MAX);
+    if (c->up_ssl == NULL || c->up_net == NULL) {
+        SSL_free(c->up_ssl);
+        c->up_ssl = NULL;
+        BIO_free(c->up_net);
+        c->up_net = NULL;
+        conn_close(c, "out_of_memory");
+        return;
+    }
+    SSL_set_bio(c->up_ssl, c->up_net, c->up_net); /* the SSL now owns it */
+    if (!tls_upstream_setup(c->up_ssl, c->lcfg)) {
+        conn_close(c, "out_of_memory");
+        return;
+    }
+    conn_update_reading(c);
+    upstream_handshake(c);
+}
+
+static void on_backend_connect(uv_connect_t *req, int status)
+{
+    conn_t *c = req->data;
+
+    if (c->state != CONN_DIALING)
+        return; /* closing: the connect was cancelled */
+    if (status < 0) {
+        int client_mode = c->lcfg->mode == LISTENER_CLIENT;
+        log_line_t l;
+        log_begin(&l, LOG_ERROR, "backend_fail");
+        log_conn_fields(&l, c);
+        log_str(&l, client_mode ? "upstream" : "backend",
+                client_mode ? c->lcfg->upstream.text : c->lcfg->backend.text);
+        log_str(&l, "detail", uv_strerror(status));
+        log_end(&l);
+        metrics_backend_dial_failed(c->srv->metrics);
+        refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
+        return;
+    }
+    c->backend_connected = 1;
+    uv_tcp_nodelay(&c->backend, 1);
+    if (c->lcfg->mode == LISTENER_CLIENT)
+        upstream_start(c);
+    else
+        conn_forward_connect(c);
 }
 
 static void conn_dial(conn_t *c)
@@ -828,8 +1057,10 @@ static void conn_dial(conn_t *c)
     c->streams_open++;
     c->state = CONN_DIALING;
     c->connect_req.data = c;
-    r = uv_tcp_connect(&c->connect_req, &c->backend,
-                       (const struct sockaddr *)&c->lcfg->backend.addr, on_backend_connect);
+    const config_addr_t *to =
+        c->lcfg->mode == LISTENER_CLIENT ? &c->lcfg->upstream : &c->lcfg->backend;
+    r = uv_tcp_connect(&c->connect_req, &c->backend, (const struct sockaddr *)&to->addr,
+                       on_backend_connect);
     if (r != 0) {
         metrics_backend_dial_failed(srv->metrics);
         refuse_connect(c, "backend_unavailable", "pyroguard: backend unavailable", NULL);
@@ -893,7 +1124,43 @@ static const char *s2c_header(conn_t *c)
         return "expected RESULT or PING";
     }
     c->s2c_left = f.total_len - f.header_len;
+    /* A stream's id comes in the STRM annotation of its ITEMSTREAMRESULT reply: the block is
+     * copied as it passes and the id recorded for this connection (PROTOCOL.md §6.2). A block
+     * too large to copy is not read: that stream cannot be pulled through pyroguard. */
+    c->s2c_ann_len = c->s2c_ann_need = 0;
+    if (f.type == MSG_RESULT && (f.flags & FLAG4_ITEMSTREAMRESULT) && f.ann_len > 0 &&
+        f.ann_len <= S2C_MAX_STREAM_ANNOTATIONS) {
+        free(c->s2c_ann);
+        c->s2c_ann = pg_malloc(f.ann_len);
+        if (c->s2c_ann != NULL)
+            c->s2c_ann_need = f.ann_len;
+    }
     return NULL;
+}
+
+/* s2c_observe_annotations copies the part of |take| reply body bytes at |p| that belongs to a
+ * stream reply's annotation block (which comes first in the body) and, once it is whole,
+ * records the stream id for this connection. */
+static void s2c_observe_annotations(conn_t *c, const uint8_t *p, size_t take)
+{
+    size_t want = c->s2c_ann_need - c->s2c_ann_len;
+    size_t n = take < want ? take : want;
+    memcpy(c->s2c_ann + c->s2c_ann_len, p, n);
+    c->s2c_ann_len += n;
+    if (c->s2c_ann_len < c->s2c_ann_need)
+        return;
+    if (streams_record_reply(&c->streams, c->proto, c->s2c_ann, c->s2c_ann_len) < 0) {
+        log_line_t l;
+        log_begin(&l, LOG_WARN, "stream_not_recorded");
+        log_conn_fields(&l, c);
+        log_str(&l, "detail",
+                "a stream reply's STRM annotation could not be read: the stream cannot be "
+                "pulled through pyroguard");
+        log_end(&l);
+    }
+    free(c->s2c_ann);
+    c->s2c_ann = NULL;
+    c->s2c_ann_len = c->s2c_ann_need = 0;
 }
 
 /* conn_s2c passes reply bytes from the backend to the client, each header checked before any
@@ -938,6 +1205,8 @@ static void conn_s2c(conn_t *c, const uint8_t *p, size_t n)
             }
         } else {
             size_t take = c->s2c_left < n ? (size_t)c->s2c_left : n;
+            if (c->s2c_ann_len < c->s2c_ann_need)
+                s2c_observe_annotations(c, p, take);
             c->s2c_left -= take;
             p += take;
             n -= take;
@@ -957,19 +1226,76 @@ static void conn_s2c(conn_t *c, const uint8_t *p, size_t n)
         conn_close(c, "internal_error");
 }
 
+/* upstream_read decrypts what the upstream sent and passes it on as reply bytes (client mode).
+ * A TLS failure before any reply came — the upstream refusing this listener's certificate
+ * after a TLS 1.3 handshake, typically — answers the held CONNECT with a CONNECTFAIL. */
+static void upstream_read(conn_t *c)
+{
+    static _Thread_local uint8_t plain[16384 + 256];
+    while (c->state != CONN_CLOSING) {
+        int r = SSL_read(c->up_ssl, plain, (int)sizeof(plain));
+        if (r > 0) {
+            conn_s2c(c, plain, (size_t)r);
+            continue;
+        }
+        int e = SSL_get_error(c->up_ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            conn_close(c, "backend_closed");
+            return;
+        }
+        char detail[160];
+        uint32_t code = ERR_peek_last_error();
+        snprintf(detail, sizeof(detail), "%s",
+                 code ? ERR_reason_error_string(code) : "TLS record error");
+        ERR_clear_error();
+        if (c->state == CONN_AWAIT_CONNECTOK && c->s2c_hdr_len == 0 && c->s2c_left == 0) {
+            upstream_refused(c, "alert_received", detail);
+            return;
+        }
+        log_line_t l;
+        log_begin(&l, LOG_WARN, "upstream_tls_error");
+        log_conn_fields(&l, c);
+        log_str(&l, "detail", detail);
+        log_end(&l);
+        conn_close(c, "upstream_tls_error");
+        return;
+    }
+    if (c->state != CONN_CLOSING && !conn_flush_upstream(c))
+        conn_close(c, "backend_write_error");
+}
+
 static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     conn_t *c = container_of(s, conn_t, backend);
     if (nread == 0 || c->state == CONN_CLOSING)
         return;
     if (nread < 0) {
+        if (c->up_ssl != NULL && !c->up_handshake_done && c->state == CONN_DIALING) {
+            upstream_refused(c, "peer_closed", "the upstream closed the connection");
+            return;
+        }
         /* A reply cut short cannot be completed; one never started is simply not coming. */
         conn_close(c, nread == UV_EOF ? "backend_closed" : "backend_read_error");
         return;
     }
     c->last_activity_ms = uv_now(c->srv->loop);
     metrics_bytes(c->srv->metrics, 0, (uint64_t)nread); /* every reply byte is passed on */
-    conn_s2c(c, (const uint8_t *)b->base, (size_t)nread);
+    if (c->up_ssl != NULL) {
+        if (!tlsbio_feed(c->up_net, (const uint8_t *)b->base, (size_t)nread)) {
+            conn_close(c, "out_of_memory");
+            return;
+        }
+        if (!c->up_handshake_done) {
+            upstream_handshake(c);
+            if (c->state == CONN_CLOSING || !c->up_handshake_done)
+                return;
+        }
+        upstream_read(c);
+    } else {
+        conn_s2c(c, (const uint8_t *)b->base, (size_t)nread);
+    }
     if (c->state == CONN_CLOSING)
         return;
     conn_flush_tls(c);
@@ -993,8 +1319,9 @@ static void handle_connect(conn_t *c, const frame_t *f)
         return;
     }
     c->connect_seq = f->seq;
-    /* Who the client is decides before anything it sent is decoded. */
-    if (!c->ident_ok) {
+    /* Who the client is decides before anything it sent is decoded (client mode: the local
+     * client has no certificate; the listener's egress rule applies). */
+    if (c->ssl != NULL && !c->ident_ok) {
         snprintf(detail, sizeof(detail), "pyroguard: the client certificate cannot be used: %s",
                  c->ident_err);
         refuse_connect(c, "identity_invalid", detail, f);
@@ -1021,7 +1348,7 @@ static void handle_connect(conn_t *c, const frame_t *f)
 static void handle_request(conn_t *c, const frame_t *f)
 {
     inspect_t *in = &c->srv->inspect;
-    char detail[128], entry[64];
+    char detail[384], entry[64];
     policy_decision_t d;
 
     if (f->type != MSG_INVOKE && f->type != MSG_PING) {
@@ -1038,15 +1365,23 @@ static void handle_request(conn_t *c, const frame_t *f)
         return;
     }
     /* A PING names nothing; every INVOKE name goes through the client's rule. */
-    if (f->type == MSG_INVOKE && !policy_judge(c, f, in, &d, entry, sizeof(entry), 1)) {
+    if (f->type == MSG_INVOKE && !policy_judge(c, f, in, &d, entry, sizeof(entry), 0)) {
         refuse_invoke(c, f, d.reason, d.detail, in, entry);
         buf_consume(&c->c2s, f->total_len);
         return;
     }
-    if (!conn_write(c, 1, buf_peek(&c->c2s), f->total_len)) {
-        conn_close(c, "backend_write_error");
+    /* Stream ids are daemon-global: only the connection that received one may pull or close
+     * it (PROTOCOL.md §6.2). */
+    if (f->type == MSG_INVOKE &&
+        !streams_check_call(&c->streams, &in->call, detail, sizeof(detail))) {
+        refuse_invoke(c, f, "stream_not_owned", detail, in, NULL);
+        buf_consume(&c->c2s, f->total_len);
         return;
     }
+    if (!conn_forward(c, f, in))
+        return;
+    if (f->type == MSG_INVOKE) /* counted, and logged under log.calls: all */
+        log_decision(c, 1, "allowed", NULL, f, "forwarded", in, entry);
     buf_consume(&c->c2s, f->total_len);
     if (!(f->type == MSG_INVOKE && (f->flags & FLAG4_ONEWAY)))
         c->outstanding++;
@@ -1127,7 +1462,7 @@ static void conn_process_c2s(conn_t *c)
             break;
         if (c->outstanding > 0 || buf_room(&c->c2s) == 0)
             break;
-        if (tlsbio_in_pending(c->net) == 0 && SSL_pending(c->ssl) == 0)
+        if (tlsbio_in_pending(c->net) == 0 && (c->ssl == NULL || SSL_pending(c->ssl) == 0))
             break;
         size_t before = buf_len(&c->c2s);
         conn_tls_read(c);
@@ -1156,12 +1491,15 @@ static void conn_tls_read(conn_t *c)
             conn_close(c, "out_of_memory");
             return;
         }
-        int r = SSL_read(c->ssl, dst, got > INT_MAX ? INT_MAX : (int)got);
+        int want = got > INT_MAX ? INT_MAX : (int)got;
+        int r = c->ssl != NULL ? SSL_read(c->ssl, dst, want) : BIO_read(c->net, dst, want);
         if (r > 0) {
             buf_commit(&c->c2s, (size_t)r);
             c->bytes_in += (uint64_t)r;
             continue;
         }
+        if (c->ssl == NULL) /* client mode: all the plaintext held so far is in c2s */
+            return;
         int e = SSL_get_error(c->ssl, r);
         if (e == SSL_ERROR_WANT_READ)
             return;
@@ -1275,21 +1613,21 @@ static void on_rejected_closed(uv_handle_t *h)
     free(h);
 }
 
-static void peer_name(uv_tcp_t *t, char *out, size_t out_len);
+static void peer_name(sock_t *t, int is_unix, char *out, size_t out_len);
 
 /* reject accepts one pending connection and closes it at once, so it leaves the backlog. */
 static void reject(listener_t *l, const char *reason)
 {
-    uv_tcp_t *t = pg_malloc(sizeof(*t));
+    sock_t *t = pg_malloc(sizeof(*t));
     if (t == NULL)
         return;
-    if (uv_tcp_init(l->srv->loop, t) != 0) {
+    if (sock_init(l->srv->loop, t, l->is_unix) != 0) {
         free(t);
         return;
     }
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)t) == 0) {
+    if (uv_accept((uv_stream_t *)&l->sock, (uv_stream_t *)t) == 0) {
         char peer[INET6_ADDRSTRLEN + 16];
-        peer_name(t, peer, sizeof(peer));
+        peer_name(t, l->is_unix, peer, sizeof(peer));
         log_line_t line;
         log_begin(&line, LOG_WARN, "conn_rejected");
         log_str(&line, "listener", l->srv->cfg->listeners[l->index].name);
@@ -1301,13 +1639,26 @@ static void reject(listener_t *l, const char *reason)
     uv_close((uv_handle_t *)t, on_rejected_closed);
 }
 
-static void peer_name(uv_tcp_t *t, char *out, size_t out_len)
+/* peer_name writes who is at the other end: "IP:port", or for a Unix socket the peer's
+ * process and user as the kernel gives them ("unix:pid=812,uid=1000"). */
+static void peer_name(sock_t *t, int is_unix, char *out, size_t out_len)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
     char ip[INET6_ADDRSTRLEN];
     snprintf(out, out_len, "unknown");
-    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) != 0)
+    if (is_unix) {
+        struct ucred cred;
+        socklen_t clen = sizeof(cred);
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)t, &fd) == 0 &&
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+            snprintf(out, out_len, "unix:pid=%ld,uid=%lu", (long)cred.pid, (unsigned long)cred.uid);
+        else
+            snprintf(out, out_len, "unix");
+        return;
+    }
+    if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&ss, &len) != 0)
         return;
     if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
@@ -1373,9 +1724,9 @@ void conn_accept(listener_t *l)
     c->state = CONN_HANDSHAKE;
     c->rule = POLICY_NO_RULE; /* until the handshake names the client */
     buf_init(&c->c2s, cfg->pyro.max_message_bytes + FRAME_MAX_HEADER_LEN);
-    if (uv_tcp_init(srv->loop, &c->client) != 0)
+    if (sock_init(srv->loop, &c->client, l->is_unix) != 0)
         goto free_conn;
-    c->client.data = c;
+    c->client.tcp.data = c; /* the handle fields are common to both kinds */
     c->streams_open = 1;
     uv_timer_init(srv->loop, &c->timer);
     c->timer.data = c;
@@ -1390,13 +1741,30 @@ void conn_accept(listener_t *l)
     c->started_ms = c->last_activity_ms = uv_now(srv->loop);
     c->started_ns = uv_hrtime();
 
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->client) != 0) {
+    if (uv_accept((uv_stream_t *)&l->sock, (uv_stream_t *)&c->client) != 0) {
         conn_close(c, "accept_failed");
         return;
     }
-    peer_name(&c->client, c->peer, sizeof(c->peer));
-    uv_tcp_nodelay(&c->client, 1);
+    peer_name(&c->client, l->is_unix, c->peer, sizeof(c->peer));
+    if (!l->is_unix)
+        uv_tcp_nodelay(&c->client.tcp, 1);
     warn_if_descriptors_low(c);
+
+    if (c->lcfg->mode == LISTENER_CLIENT) {
+        /* A local plaintext client: no handshake; its first message must be a CONNECT the
+         * egress rule allows, which is then carried to the upstream over mutual TLS. */
+        c->net = tlsbio_new(TLS_IN_HIGH_WATER + READ_CHUNK, 1);
+        if (c->net == NULL) {
+            conn_close(c, "out_of_memory");
+            return;
+        }
+        c->state = CONN_AWAIT_CONNECT;
+        c->rule_gen = 0; /* conn_rule finds the egress rule */
+        log_conn_open(c);
+        arm_timer(c, cfg->limits.idle_timeout_ms);
+        conn_update_reading(c);
+        return;
+    }
 
     c->ssl = SSL_new(c->gen->ssl_ctx);
     c->net = tlsbio_new(TLS_IN_HIGH_WATER + READ_CHUNK, TLS_OUT_MAX);

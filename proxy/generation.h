@@ -19,7 +19,8 @@
 
 typedef struct {
     config_t cfg;
-    SSL_CTX *ssl_ctx;
+    SSL_CTX *ssl_ctx;       /* server mode (tls:); NULL when every listener is a client */
+    SSL_CTX **upstream_ctx; /* per listener: client mode's context, NULL for server mode */
     uint64_t id;       /* 1 for the configuration read at start, then +1 per successful reload */
     int64_t loaded_at; /* unix time */
     int refs;

@@ -11,6 +11,7 @@
 #include "alloc.h"
 #include "call.h"
 #include "config.h"
+#include "generation.h"
 #include "explain.h"
 #include "frame.h"
 #include "inspect.h"
@@ -52,37 +53,21 @@ static void print_errors(const config_errors_t *errs)
         fprintf(stderr, "(%zu more errors not shown)\n", errs->dropped);
 }
 
-/* load_all reads the configuration and builds the TLS context; both must be valid. */
-static int load_all(const char *path, config_t *cfg, SSL_CTX **out_ctx)
-{
-    config_errors_t errs = {0};
-    *out_ctx = NULL;
-    if (!config_load(path, cfg, &errs)) {
-        print_errors(&errs);
-        config_errors_free(&errs);
-        return 0;
-    }
-    *out_ctx = tls_ctx_new(cfg, &errs);
-    if (*out_ctx == NULL) {
-        print_errors(&errs);
-        config_errors_free(&errs);
-        return 0;
-    }
-    config_errors_free(&errs);
-    return 1;
-}
-
+/* cmd_check reads the configuration and builds every TLS context, as `run` would. */
 static int cmd_check(const char *path)
 {
-    config_t cfg;
-    SSL_CTX *ctx;
-    int ok = load_all(path, &cfg, &ctx);
-    if (ok)
-        printf("%s: configuration OK (%zu listener%s)\n", path, cfg.n_listeners,
-               cfg.n_listeners == 1 ? "" : "s");
-    SSL_CTX_free(ctx);
-    config_free(&cfg);
-    return ok ? EXIT_OK : EXIT_USAGE;
+    config_errors_t errs = {0};
+    generation_t *g = generation_load(path, 1, &errs);
+    if (g == NULL) {
+        print_errors(&errs);
+        config_errors_free(&errs);
+        return EXIT_USAGE;
+    }
+    printf("%s: configuration OK (%zu listener%s)\n", path, g->cfg.n_listeners,
+           g->cfg.n_listeners == 1 ? "" : "s");
+    config_errors_free(&errs);
+    generation_unref(g);
+    return EXIT_OK;
 }
 
 static int cmd_run(const char *path)

@@ -100,8 +100,13 @@ static const char *const kRefusals[] = {
     "dotted_name",
     "private_name",
     "invalid_name",
-    /* no backend to forward an allowed CONNECT to */
+    /* streams bound to their owner; identity forwarding */
+    "stream_not_owned",
+    "hmac_not_rewritable",
+    "identity_too_large",
+    /* no backend to forward an allowed CONNECT to; client mode: the upstream refused TLS */
     "backend_unavailable",
+    "upstream_tls_failed",
     "other",
 };
 #define N_REFUSALS COUNT_OF(kRefusals)

@@ -65,7 +65,7 @@ int policy_match_client(const config_t *cfg, const identity_t *id)
         only[f] = r.end[f] == r.first[f] + 1 ? id->values[r.first[f]] : NULL;
         only_len[f] = only[f] != NULL ? id->lens[r.first[f]] : 0;
     }
-    for (size_t i = 0; i < cfg->n_clients; i++) {
+    for (size_t i = 0; i < cfg->n_cert_rules; i++) { /* egress rules follow: not for certs */
         /* The screen decides most rules from one 24-byte entry (config_screen_t), usually
          * against the one value a certificate has for the field. */
         const config_screen_t *sc = &cfg->screens[i];
@@ -404,6 +404,9 @@ void policy_entry_text(const config_t *cfg, int rule, const policy_decision_t *d
     }
     if (d->entry_kind == 'p')
         snprintf(out, out_len, "built-in Pyro.Daemon rule");
+    else if (cfg->clients[rule].egress)
+        snprintf(out, out_len, "%s.%s[%zu]", cfg->clients[rule].name,
+                 d->entry_kind == 'a' ? "allow" : "deny", d->entry_index);
     else
         snprintf(out, out_len, "clients[%d].%s[%zu]", rule, d->entry_kind == 'a' ? "allow" : "deny",
                  d->entry_index);

@@ -104,8 +104,13 @@ static int64_t not_after(const X509 *x)
 static void update_expiry(runtime_t *rt)
 {
     SSL_CTX *ctx = rt->gen->ssl_ctx;
-    rt->proc.cert_not_after = not_after(SSL_CTX_get0_certificate(ctx));
+    rt->proc.cert_not_after = 0;
     rt->proc.ca_not_after = 0;
+    rt->proc.config_generation = rt->gen->id;
+    rt->proc.config_loaded_at = rt->gen->loaded_at;
+    if (ctx == NULL) /* client-mode listeners only: no server certificate */
+        return;
+    rt->proc.cert_not_after = not_after(SSL_CTX_get0_certificate(ctx));
     STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
     for (size_t i = 0; i < sk_X509_OBJECT_num(objs); i++) {
         X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
@@ -156,6 +161,12 @@ static void probe_all(uv_timer_t *t)
         if (p->in_flight || i >= rt->gen->cfg.n_listeners)
             continue;
         const config_listener_t *lc = &rt->gen->cfg.listeners[i];
+        if (lc->mode == LISTENER_CLIENT) {
+            /* A TCP probe of an upstream TLS server would be a failed handshake in its logs
+             * every second: a client-mode listener is ready once it listens. */
+            p->ok = 1;
+            continue;
+        }
         if (uv_tcp_init(&rt->loop, &p->tcp) != 0)
             continue;
         p->tcp.data = p;
@@ -415,7 +426,12 @@ static void log_listening(const config_t *cfg, unsigned workers)
         log_begin(&line, LOG_INFO, "listening");
         log_str(&line, "listener", cfg->listeners[i].name);
         log_str(&line, "listen", cfg->listeners[i].listen.text);
-        log_str(&line, "backend", cfg->listeners[i].backend.text);
+        if (cfg->listeners[i].mode == LISTENER_CLIENT) {
+            log_str(&line, "mode", "client");
+            log_str(&line, "upstream", cfg->listeners[i].upstream.text);
+        } else {
+            log_str(&line, "backend", cfg->listeners[i].backend.text);
+        }
         log_uint(&line, "workers", workers);
         log_end(&line);
     }
@@ -428,7 +444,7 @@ static int open_everything(runtime_t *rt, int *fds)
     if (!server_check_listeners_free(cfg))
         return 0;
     for (unsigned w = 0; w < rt->n_workers; w++) {
-        if (!server_open_listeners(cfg, fds + (size_t)w * cfg->n_listeners)) {
+        if (!server_open_listeners(cfg, fds + (size_t)w * cfg->n_listeners, w > 0 ? fds : NULL)) {
             for (size_t i = 0; i < (size_t)w * cfg->n_listeners; i++)
                 close(fds[i]);
             return 0;
@@ -579,6 +595,8 @@ int runtime_run(const char *config_path)
         uv_thread_join(&rt.workers[w].thread);
         server_cleanup(&rt.workers[w]);
     }
+    if (rt.started > 0)
+        server_remove_sockets(&rt.gen->cfg); /* Unix-socket listeners leave no file behind */
     log_msg(LOG_INFO, "stopped", rc == EXIT_OK ? "clean exit" : "startup failed");
 close_loop:
     if (!rt.closing)

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -17,9 +19,37 @@
 
 /* ---- listening sockets (control thread) ----------------------------------------------- */
 
+/* open_unix binds a Unix-socket listener with its socket_mode (default 0600): the file is
+ * created under a umask that leaves it no wider, so there is no moment where others may
+ * connect. Only the control thread runs here (umask is per process). */
+static int open_unix(const config_listener_t *lc, int *out)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&lc->listen.addr;
+    mode_t mode = lc->socket_mode_given ? (mode_t)lc->socket_mode : 0600;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    mode_t old = umask(0777 & ~mode);
+    int r = bind(fd, (const struct sockaddr *)un, sizeof(*un));
+    int err = r != 0 ? -errno : 0;
+    umask(old);
+    if (r == 0 && chmod(un->sun_path, mode) != 0)
+        err = -errno;
+    if (err == 0 && listen(fd, LISTEN_BACKLOG) != 0)
+        err = -errno;
+    if (err != 0) {
+        close(fd);
+        return err;
+    }
+    *out = fd;
+    return 0;
+}
+
 static int open_one(const config_listener_t *lc, int *out)
 {
     const struct sockaddr *sa = (const struct sockaddr *)&lc->listen.addr;
+    if (sa->sa_family == AF_UNIX)
+        return open_unix(lc, out);
     socklen_t len =
         sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     int one = 1;
@@ -44,9 +74,33 @@ static int open_one(const config_listener_t *lc, int *out)
 /* port_taken says whether another socket already listens on |lc|'s address: a probe bound
  * without SO_REUSEPORT fails with EADDRINUSE if so (SO_REUSEADDR keeps TIME_WAIT remnants of a
  * previous run from counting). Returns 0 (free), or a negative errno. */
+/* unix_path_taken says whether a process serves |lc|'s socket path: a stale socket file left
+ * by a pyroguard that was killed is removed (nothing answers on it), anything else that is not a
+ * socket is not ours to remove. */
+static int unix_path_taken(const config_listener_t *lc)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&lc->listen.addr;
+    struct stat st;
+    if (lstat(un->sun_path, &st) != 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return UV_EEXIST;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int r = connect(fd, (const struct sockaddr *)un, sizeof(*un));
+    int err = r == 0 ? UV_EADDRINUSE : errno == ECONNREFUSED ? 0 : -errno;
+    close(fd);
+    if (err == 0 && unlink(un->sun_path) != 0)
+        err = -errno;
+    return err;
+}
+
 static int port_taken(const config_listener_t *lc)
 {
     const struct sockaddr *sa = (const struct sockaddr *)&lc->listen.addr;
+    if (sa->sa_family == AF_UNIX)
+        return unix_path_taken(lc);
     socklen_t len =
         sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     int one = 1;
@@ -77,6 +131,7 @@ int server_check_listeners_free(const config_t *cfg)
                 r == UV_EADDRINUSE ? "address already in use: another process listens there "
                                      "(pyroguard does not share a port through SO_REUSEPORT "
                                      "with anything but its own workers)"
+                : r == UV_EEXIST   ? "the path exists and is not a socket"
                                    : uv_strerror(r));
         log_end(&line);
         return 0;
@@ -84,10 +139,17 @@ int server_check_listeners_free(const config_t *cfg)
     return 1;
 }
 
-int server_open_listeners(const config_t *cfg, int *fds)
+int server_open_listeners(const config_t *cfg, int *fds, const int *first)
 {
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        int r = open_one(&cfg->listeners[i], &fds[i]);
+        int r = 0;
+        if (first != NULL && cfg->listeners[i].listen.addr.ss_family == AF_UNIX) {
+            fds[i] = fcntl(first[i], F_DUPFD_CLOEXEC, 0);
+            if (fds[i] < 0)
+                r = -errno;
+        } else {
+            r = open_one(&cfg->listeners[i], &fds[i]);
+        }
         if (r != 0) {
             log_line_t line;
             log_begin(&line, LOG_ERROR, "listen_failed");
@@ -101,6 +163,20 @@ int server_open_listeners(const config_t *cfg, int *fds)
         }
     }
     return 1;
+}
+
+void server_remove_sockets(const config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&cfg->listeners[i].listen.addr;
+        if (un->sun_family == AF_UNIX)
+            unlink(un->sun_path);
+    }
+}
+
+int sock_init(uv_loop_t *loop, sock_t *s, int is_unix)
+{
+    return is_unix ? uv_pipe_init(loop, &s->pipe, 0) : uv_tcp_init(loop, &s->tcp);
 }
 
 /* ---- the worker's loop ---------------------------------------------------------------- */
@@ -123,19 +199,19 @@ static void log_listener(const listener_t *l, log_level_t level, const char *eve
 /* listen_on opens |l|'s handle on a fresh descriptor of the listening socket. */
 static int listen_on(listener_t *l, int fd)
 {
-    int r = uv_tcp_init(l->srv->loop, &l->tcp);
+    int r = sock_init(l->srv->loop, &l->sock, l->is_unix);
     if (r != 0) {
         close(fd);
         return r;
     }
-    l->tcp.data = l;
+    l->sock.tcp.data = l;
     l->open = 1;
-    r = uv_tcp_open(&l->tcp, fd);
+    r = l->is_unix ? uv_pipe_open(&l->sock.pipe, fd) : uv_tcp_open(&l->sock.tcp, fd);
     if (r != 0) {
         close(fd); /* not the handle's: it failed to take it */
         return r;
     }
-    return uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+    return uv_listen((uv_stream_t *)&l->sock, LISTEN_BACKLOG, on_connection);
 }
 
 static void on_listener_closed(uv_handle_t *h);
@@ -148,7 +224,7 @@ static void on_retry(uv_timer_t *t)
     int fd = fcntl(l->keep_fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0 || listen_on(l, fd) != 0) {
         if (l->open)
-            uv_close((uv_handle_t *)&l->tcp, on_listener_closed); /* retried when closed */
+            uv_close((uv_handle_t *)&l->sock, on_listener_closed); /* retried when closed */
         else
             uv_timer_start(&l->retry, on_retry, ACCEPT_RETRY_MS, 0);
         return;
@@ -167,16 +243,16 @@ static void on_listener_closed(uv_handle_t *h)
 
 static void on_connection(uv_stream_t *s, int status)
 {
-    listener_t *l = (listener_t *)s; /* tcp is the first member */
+    listener_t *l = (listener_t *)s; /* sock is the first member */
     if (status == UV_EMFILE || status == UV_ENFILE) {
         /* Out of descriptors, and libuv's own reserve descriptor is gone too (another worker
          * took the one it freed): stop accepting instead of being called again at once.
          * Pending clients wait in the kernel's backlog; accepting resumes when a descriptor
          * is free. One line per pause, not per attempt. */
-        if (!l->paused && l->open && !uv_is_closing((uv_handle_t *)&l->tcp)) {
+        if (!l->paused && l->open && !uv_is_closing((uv_handle_t *)&l->sock)) {
             l->paused = 1;
             log_listener(l, LOG_ERROR, "accept_paused", uv_strerror(status));
-            uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+            uv_close((uv_handle_t *)&l->sock, on_listener_closed);
         }
         return;
     }
@@ -195,8 +271,8 @@ static void close_listeners(server_t *srv)
 {
     for (size_t i = 0; i < srv->n_listeners; i++) {
         listener_t *l = &srv->listeners[i];
-        if (l->open && !uv_is_closing((uv_handle_t *)&l->tcp))
-            uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        if (l->open && !uv_is_closing((uv_handle_t *)&l->sock))
+            uv_close((uv_handle_t *)&l->sock, on_listener_closed);
         if (!uv_is_closing((uv_handle_t *)&l->retry))
             uv_close((uv_handle_t *)&l->retry, on_timer_closed);
         if (l->keep_fd >= 0) {
@@ -295,6 +371,7 @@ int server_init(server_t *srv, unsigned index, generation_t *gen, const int *fds
         listener_t *l = &srv->listeners[i];
         l->srv = srv;
         l->index = i;
+        l->is_unix = cfg->listeners[i].listen.addr.ss_family == AF_UNIX;
         l->keep_fd = -1;
         uv_timer_init(srv->loop, &l->retry);
         l->retry.data = l;

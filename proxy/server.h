@@ -27,11 +27,19 @@
 typedef struct server server_t;
 typedef struct conn conn_t;
 
-typedef struct {
+/* A stream socket of either family pyroguard listens on: TCP, or a Unix socket (client-mode
+ * listeners, `listen: unix:PATH`). Its address is the handle's. */
+typedef union {
     uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} sock_t;
+
+typedef struct {
+    sock_t sock; /* first member: the stream libuv hands to on_connection is the listener */
+    int is_unix;
     server_t *srv;
     size_t index; /* in cfg->listeners of every generation (reloads cannot change them) */
-    int open;     /* |tcp| is an open handle (listening, or closing) */
+    int open;     /* |sock| is an open handle (listening, or closing) */
     int keep_fd;  /* pyroguard's own descriptor of the listening socket: survives a pause */
     int paused;   /* out of descriptors: not accepting until |retry| fires */
     uv_timer_t retry;
@@ -76,8 +84,16 @@ int server_check_listeners_free(const config_t *cfg);
 /* server_open_listeners binds and listens on every listener of |cfg| with SO_REUSEPORT,
  * writing the fds to |fds| (n_listeners of them). Returns 1, or 0 after logging which listener
  * failed (every fd opened is closed). Called by the control thread, once per worker, before
- * privileges are dropped. */
-int server_open_listeners(const config_t *cfg, int *fds);
+ * privileges are dropped. A Unix socket has one path, so workers after the first (|first|: the
+ * first worker's fds, NULL for the first) share its socket through a duplicate descriptor. */
+int server_open_listeners(const config_t *cfg, int *fds, const int *first);
+
+/* server_remove_sockets removes the socket files of the Unix-socket listeners this process
+ * created, at exit. */
+void server_remove_sockets(const config_t *cfg);
+
+/* sock_init prepares |s| on |loop| as a TCP or Unix stream handle. */
+int sock_init(uv_loop_t *loop, sock_t *s, int is_unix);
 
 /* server_init prepares worker |index| on its own loop with the listening |fds| (taken over).
  * Returns 0 after logging on failure; server_cleanup is then still required. */

@@ -1,5 +1,6 @@
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "alloc.h"
+#include "identity.h"
 #include "pattern.h"
 
 /* BoringSSL's PEM layer hands the password callback a PEM_BUFSIZE buffer, so a longer password
@@ -764,5 +766,132 @@ const char *tls_failure_reason(const SSL *ssl, char *detail, size_t detail_len)
     if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_HTTP_REQUEST ||
         reason == SSL_R_HTTPS_PROXY_REQUEST)
         return "not_tls";
+    return "tls_error";
+}
+
+/* ---- client mode ------------------------------------------------------------------------ */
+
+SSL_CTX *tls_upstream_ctx_new(const config_t *cfg, const config_listener_t *l,
+                              config_errors_t *errs)
+{
+    const config_upstream_tls_t *t = &l->upstream_tls;
+    char path[300], why[160];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    snprintf(path, sizeof(path), "listeners[%s].upstream_tls", l->name);
+    if (ctx == NULL) {
+        config_error(errs, cfg->file, t->mark, path, "cannot create TLS context");
+        return NULL;
+    }
+    if (!SSL_CTX_set_min_proto_version(ctx, t->min_version) ||
+        !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION))
+        goto free_ctx;
+    if (!file_readable(errs, cfg->file, &t->cert, path) ||
+        !file_readable(errs, cfg->file, &t->key, path) ||
+        !file_readable(errs, cfg->file, &t->ca, path))
+        goto free_ctx;
+    if (!SSL_CTX_use_certificate_chain_file(ctx, t->cert.path)) {
+        ssl_reason(why, sizeof(why));
+        config_error(errs, cfg->file, t->cert.mark, path, "cannot use certificate '%s': %s",
+                     t->cert.path, why);
+        goto free_ctx;
+    }
+    if (!SSL_CTX_use_PrivateKey_file(ctx, t->key.path, SSL_FILETYPE_PEM) ||
+        !SSL_CTX_check_private_key(ctx)) {
+        ssl_reason(why, sizeof(why));
+        config_error(errs, cfg->file, t->key.mark, path,
+                     "cannot use key '%s' (or it does not match the certificate): %s", t->key.path,
+                     why);
+        goto free_ctx;
+    }
+    /* Only the configured CA: a publicly trusted certificate for the same name is not the
+     * upstream this listener was told to trust. */
+    if (!SSL_CTX_load_verify_locations(ctx, t->ca.path, NULL)) {
+        ssl_reason(why, sizeof(why));
+        config_error(errs, cfg->file, t->ca.mark, path, "cannot load CA '%s': %s", t->ca.path, why);
+        goto free_ctx;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return ctx;
+free_ctx:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int tls_upstream_setup(SSL *ssl, const config_listener_t *l)
+{
+    const char *name = l->upstream_tls.server_name.text;
+    SSL_set_connect_state(ssl);
+    if (name == NULL)
+        return 1;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    uint8_t ip[16];
+    if (inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(param, name);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    return SSL_set_tlsext_host_name(ssl, name) &&
+           X509_VERIFY_PARAM_set1_host(param, name, strlen(name));
+}
+
+int tls_upstream_check(SSL *ssl, const config_listener_t *l, char *subject, size_t subject_len,
+                       char *why, size_t why_len)
+{
+    identity_t id;
+    const config_patterns_t *uris = &l->upstream_tls.server_uri;
+    X509 *cert = SSL_get_peer_certificate(ssl);
+    int ok = 0;
+
+    snprintf(subject, subject_len, "%s", "");
+    if (cert == NULL) {
+        snprintf(why, why_len, "the upstream sent no certificate");
+        return 0;
+    }
+    memset(&id, 0, sizeof(id));
+    if (!identity_from_x509(cert, &id, why, why_len))
+        goto free_cert;
+    snprintf(subject, subject_len, "%s", id.subject);
+    if (uris->n == 0) {
+        ok = 1;
+        goto free_identity;
+    }
+    for (size_t i = 0; i < id.n_values && !ok; i++) {
+        if (id.field_of[i] != ID_URI)
+            continue;
+        for (size_t p = 0; p < uris->n && !ok; p++)
+            ok = pattern_match(&uris->items[p], id.values[i], id.lens[i]);
+    }
+    if (!ok)
+        snprintf(why, why_len,
+                 "the upstream's certificate (%s) has no URI SAN matching upstream_tls.server_uri",
+                 id.subject);
+free_identity:
+    identity_free(&id);
+free_cert:
+    X509_free(cert);
+    return ok;
+}
+
+const char *tls_upstream_failure(const SSL *ssl, char *detail, size_t detail_len)
+{
+    long v = SSL_get_verify_result(ssl);
+    if (v != X509_V_OK) {
+        snprintf(detail, detail_len, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        ERR_clear_error();
+        if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
+            return "name_mismatch";
+        return tls_verify_error_reason(v);
+    }
+    uint32_t e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(detail, detail_len, "%s", r ? r : "handshake failed");
+    int reason = e ? ERR_GET_REASON(e) : 0;
+    ERR_clear_error();
+    if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_SUPPORTED_VERSIONS_ENABLED)
+        return "protocol_version";
+    if (reason == SSL_R_WRONG_VERSION_NUMBER)
+        return "not_tls";
+    if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET)
+        return "alert_received"; /* the upstream refused us: our certificate, most often */
     return "tls_error";
 }

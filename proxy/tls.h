@@ -46,4 +46,30 @@ int tls_cert_denied(const config_t *cfg, X509 *cert, int depth, char *why, size_
  * Call it right after SSL_do_handshake failed, before ERR_clear_error. */
 const char *tls_failure_reason(const SSL *ssl, char *detail, size_t detail_len);
 
+/* ---- client mode: originating mutual TLS to an upstream (listeners[].mode: client) ---- */
+
+/* tls_upstream_ctx_new builds the client context of client-mode listener |l| of |cfg|: its
+ * certificate and key (upstream_tls.cert, key), the upstream's certificate verified against
+ * upstream_tls.ca only (no system store), TLS 1.2/1.3 per upstream_tls.min_version. NULL after
+ * adding one line per problem to |errs|. The caller owns the SSL_CTX. */
+SSL_CTX *tls_upstream_ctx_new(const config_t *cfg, const config_listener_t *l,
+                              config_errors_t *errs);
+
+/* tls_upstream_setup prepares |ssl| (from that context) to connect: SNI when server_name is a
+ * DNS name, and the name the chain verification demands (a DNS or IP SAN). Returns 0 when
+ * memory is exhausted. */
+int tls_upstream_setup(SSL *ssl, const config_listener_t *l);
+
+/* tls_upstream_check runs after a completed handshake: the certificate BoringSSL verified must
+ * carry a URI SAN matching upstream_tls.server_uri when one is given. Returns 1, or 0 with the
+ * reason in |why|. |subject| gets the upstream certificate's subject for the log. */
+int tls_upstream_check(SSL *ssl, const config_listener_t *l, char *subject, size_t subject_len,
+                       char *why, size_t why_len);
+
+/* tls_upstream_failure describes a failed client handshake in |detail| ("certificate verify
+ * failed: Hostname mismatch", BoringSSL's words otherwise) and returns a stable reason
+ * ("unknown_ca", "name_mismatch", "certificate_expired", "tls_error", ...). Call it right after
+ * SSL_do_handshake failed. */
+const char *tls_upstream_failure(const SSL *ssl, char *detail, size_t detail_len);
+
 #endif

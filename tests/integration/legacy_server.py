@@ -245,6 +245,13 @@ class Thing(object):
     def pid(self):
         return os.getpid()
 
+    def seen_annotations(self):
+        """The annotations of this very call as the daemon received them (Pyro4 sets
+        current_context.annotations from each INVOKE): what identity forwarding shows server
+        code. Values as text."""
+        ann = Pyro4.current_context.annotations
+        return {k: bytes(v).decode("utf-8", "replace") for k, v in ann.items()}
+
 
 @Pyro4.expose
 class Inventory(object):

@@ -7,7 +7,7 @@ cached on first use, so every scenario runs in a fresh interpreter.
 Usage:
     pyro_client.py SCENARIO --port PORT [--host localhost] [--serializer serpent]
                    [--ca ca.crt] [--cert client.crt] [--key client.key] [--plain]
-                   [--marker PATH] [--token TEXT] [--tls-max 1.2] [--timeout 20] [--threads 20]
+                   [--unix PATH] [--marker PATH] [--token TEXT] [--tls-max 1.2] [--timeout 20] [--threads 20]
                    [--name NAME] [--ops JSON] [--no-metadata]
 
 Prints exactly one JSON object on stdout:
@@ -55,7 +55,10 @@ class Steps(list):
 
 
 def make_proxy(args):
-    p = Pyro4.Proxy("PYRO:thing@%s:%d" % (args.host, args.port))
+    if args.unix:
+        p = Pyro4.Proxy("PYRO:thing@./u:%s" % args.unix)
+    else:
+        p = Pyro4.Proxy("PYRO:thing@%s:%d" % (args.host, args.port))
     p._pyroTimeout = args.timeout
     return p
 
@@ -468,7 +471,8 @@ def sc_ops(args, steps):
         for op in json.loads(args.ops):
             obj = op.get("object", "thing")
             if obj not in proxies:
-                p = Pyro4.Proxy("PYRO:%s@%s:%d" % (obj, args.host, args.port))
+                where = "./u:%s" % args.unix if args.unix else "%s:%d" % (args.host, args.port)
+                p = Pyro4.Proxy("PYRO:%s@%s" % (obj, where))
                 p._pyroTimeout = args.timeout
                 proxies[obj] = p
             try:
@@ -559,6 +563,7 @@ def main():
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--host", default="localhost")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--unix", help="connect to this Unix socket instead of host:port")
     ap.add_argument("--serializer", default="serpent")
     ap.add_argument("--ca")
     ap.add_argument("--cert")

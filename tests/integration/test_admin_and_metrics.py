@@ -41,7 +41,9 @@ REFUSALS = ["no_matching_rule", "identity_invalid", "denied_by_rule", "not_allow
             "protocol_version", "bad_checksum", "negative_length", "message_too_large",
             "bad_annotations", "unexpected_message", "serializer_not_allowed",
             "compression_denied", "inflate_failed", "inflated_too_large", "undecodable",
-            "dotted_name", "private_name", "invalid_name", "backend_unavailable", "other"]
+            "dotted_name", "private_name", "invalid_name", "stream_not_owned",
+            "hmac_not_rewritable", "identity_too_large", "backend_unavailable",
+            "upstream_tls_failed", "other"]
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -248,8 +248,8 @@ static void test_unknown_listener_key_is_refused(void **state)
                         "  - name: app\n"
                         "    listen: 0.0.0.0:9443\n"
                         "    backend: 127.0.0.1:9090\n"
-                        "    mode: tcp\n" TLS CLIENTS,
-                        "t.yaml:5:5: listeners[0]: unknown key 'mode'");
+                        "    proto: tcp\n" TLS CLIENTS,
+                        "t.yaml:5:5: listeners[0]: unknown key 'proto'");
 }
 
 static void test_keys_are_case_sensitive(void **state)

@@ -347,7 +347,11 @@ static const char *const kRefusals[] = {"no_matching_rule",
                                         "dotted_name",
                                         "private_name",
                                         "invalid_name",
+                                        "stream_not_owned",
+                                        "hmac_not_rewritable",
+                                        "identity_too_large",
                                         "backend_unavailable",
+                                        "upstream_tls_failed",
                                         "other"};
 
 static const char *const kBuckets[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
