@@ -832,17 +832,16 @@ static void refuse_invoke(conn_t *c, const frame_t *f, const char *reason, const
 }
 
 /* policy_judge applies the client's rule to a call inspection has allowed. Returns 1 when
- * allowed (and logs it under log.calls: all); 0 with |d| and |entry| filled otherwise. */
+ * allowed (the caller logs it once the message is on its way); 0 with |d| and |entry| filled
+ * otherwise. */
 static int policy_judge(conn_t *c, const frame_t *f, const inspect_t *in, policy_decision_t *d,
-                        char *entry, size_t entry_len, int log_allowed)
+                        char *entry, size_t entry_len)
 {
     const config_t *cfg = c->srv->cfg;
     int rule = conn_rule(c);
     int ok = policy_decide(cfg, rule, &in->call,
                            f->type == MSG_CONNECT && (f->flags & FLAG4_META_ON_CONNECT), d);
     policy_entry_text(cfg, rule, d, entry, entry_len);
-    if (ok && log_allowed)
-        log_decision(c, 1, "allowed", NULL, f, "forwarded", in, entry);
     return ok;
 }
 
@@ -931,12 +930,13 @@ static void conn_forward_connect(conn_t *c)
         refuse_connect_call(c, in->reason, in->detail, &f, in, NULL);
         return;
     }
-    if (!policy_judge(c, &f, in, &d, entry, sizeof(entry), 1)) {
+    if (!policy_judge(c, &f, in, &d, entry, sizeof(entry))) {
         refuse_connect_call(c, d.reason, d.detail, &f, in, entry);
         return;
     }
     if (!conn_forward(c, &f, in))
         return;
+    log_decision(c, 1, "allowed", NULL, &f, "forwarded", in, entry); /* counted once, as sent */
     buf_consume(&c->c2s, f.total_len);
     c->outstanding = 1;
     c->state = CONN_AWAIT_CONNECTOK;
@@ -1338,7 +1338,7 @@ static void handle_connect(conn_t *c, const frame_t *f)
     }
     /* Allowed: held while the backend is dialled, and judged (and logged) once more when it is
      * forwarded (on_backend_connect) — under the policy in force then. */
-    if (!policy_judge(c, f, in, &d, entry, sizeof(entry), 0)) {
+    if (!policy_judge(c, f, in, &d, entry, sizeof(entry))) {
         refuse_connect_call(c, d.reason, d.detail, f, in, entry);
         return;
     }
@@ -1365,7 +1365,7 @@ static void handle_request(conn_t *c, const frame_t *f)
         return;
     }
     /* A PING names nothing; every INVOKE name goes through the client's rule. */
-    if (f->type == MSG_INVOKE && !policy_judge(c, f, in, &d, entry, sizeof(entry), 0)) {
+    if (f->type == MSG_INVOKE && !policy_judge(c, f, in, &d, entry, sizeof(entry))) {
         refuse_invoke(c, f, d.reason, d.detail, in, entry);
         buf_consume(&c->c2s, f->total_len);
         return;
