@@ -464,6 +464,17 @@ static int open_everything(runtime_t *rt, int *fds)
 static int harden(const config_t *cfg)
 {
     char why[200];
+    if (cfg->user != NULL || cfg->group != NULL) {
+        /* Unix sockets were created by root: they go to the user and group served. */
+        uid_t uid;
+        gid_t gid;
+        if (!sys_resolve_ids(cfg->user, cfg->group, &uid, &gid, why, sizeof(why))) {
+            log_msg(LOG_ERROR, "startup_failed", why);
+            return 0;
+        }
+        if (geteuid() == 0 && !server_chown_sockets(cfg, uid, gid))
+            return 0;
+    }
     if ((cfg->user != NULL || cfg->group != NULL) &&
         !sys_drop_privileges(cfg->user, cfg->group, why, sizeof(why))) {
         log_msg(LOG_ERROR, "startup_failed", why);

@@ -165,6 +165,23 @@ int server_open_listeners(const config_t *cfg, int *fds, const int *first)
     return 1;
 }
 
+int server_chown_sockets(const config_t *cfg, uid_t uid, gid_t gid)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&cfg->listeners[i].listen.addr;
+        if (un->sun_family != AF_UNIX || chown(un->sun_path, uid, gid) == 0)
+            continue;
+        log_line_t line;
+        log_begin(&line, LOG_ERROR, "listen_failed");
+        log_str(&line, "listener", cfg->listeners[i].name);
+        log_str(&line, "listen", cfg->listeners[i].listen.text);
+        log_str(&line, "detail", strerror(errno));
+        log_end(&line);
+        return 0;
+    }
+    return 1;
+}
+
 void server_remove_sockets(const config_t *cfg)
 {
     for (size_t i = 0; i < cfg->n_listeners; i++) {

@@ -88,6 +88,11 @@ int server_check_listeners_free(const config_t *cfg);
  * first worker's fds, NULL for the first) share its socket through a duplicate descriptor. */
 int server_open_listeners(const config_t *cfg, int *fds, const int *first);
 
+/* server_chown_sockets gives the socket files of the Unix-socket listeners to |uid|:|gid|
+ * (the user and group pyroguard is about to switch to, so that socket_mode's group is theirs).
+ * Returns 1, or 0 after logging listen_failed. */
+int server_chown_sockets(const config_t *cfg, uid_t uid, gid_t gid);
+
 /* server_remove_sockets removes the socket files of the Unix-socket listeners this process
  * created, at exit. */
 void server_remove_sockets(const config_t *cfg);

@@ -317,6 +317,24 @@ static int has_ids(int check_uid, uid_t uid, gid_t gid)
     return rg == gid && eg == gid && sg == gid;
 }
 
+int sys_resolve_ids(const char *user, const char *group, uid_t *uid, gid_t *gid, char *why,
+                    size_t why_len)
+{
+    int has_gid = 0;
+    *uid = geteuid();
+    *gid = getegid();
+    if (user != NULL && !resolve_user(user, uid, gid, &has_gid, why, why_len))
+        return 0;
+    if (group != NULL && !resolve_group(group, gid, why, why_len))
+        return 0;
+    if (user != NULL && group == NULL && !has_gid) {
+        set_why(why, why_len,
+                "no user named '%s', so as a uid it has no primary group: set the group too", user);
+        return 0;
+    }
+    return 1;
+}
+
 int sys_drop_privileges(const char *user, const char *group, char *why, size_t why_len)
 {
     uid_t uid = 0;

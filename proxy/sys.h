@@ -11,6 +11,7 @@
 #define PYROGUARD_SYS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* The longest state sys_notify sends: a handful of KEY=VALUE lines; more is a caller's bug. */
 #define SYS_NOTIFY_STATE_MAX 4096
@@ -28,6 +29,11 @@ int sys_notify(const char *state, char *why, size_t why_len);
  * 253+ expects (older versions ignore the second line). The caller sends "READY=1" once the
  * reload is done. Returns as sys_notify does. */
 int sys_notify_reloading(char *why, size_t why_len);
+
+/* sys_resolve_ids finds the uid and gid sys_drop_privileges would switch to for |user| and
+ * |group| (either may be NULL: the current id is given for it). Returns 1, or 0 with |why|. */
+int sys_resolve_ids(const char *user, const char *group, uid_t *uid, gid_t *gid, char *why,
+                    size_t why_len);
 
 /* sys_drop_privileges switches to |user| and |group|, clears supplementary groups, and checks
  * that regaining root is impossible. Returns 1, or 0 with the reason in |why|; on 0 the process

@@ -13,8 +13,10 @@ is its listener's egress policy, after the same inspection as server mode; what 
 its clients: rules, which see C's certificate.
 """
 
+import grp
 import json
 import os
+import pwd
 import socket
 import stat
 import subprocess
@@ -295,3 +297,19 @@ def test_a_stale_unix_socket_file_is_replaced_but_a_live_one_is_not_taken(chain,
                        capture_output=True, text=True, timeout=20)
     assert p.returncode != 0 and "address already in use" in p.stderr, p.stderr
     assert plain_client(c)["ok"]  # the first one still serves
+
+
+def test_unix_socket_belongs_to_the_user_and_group_pyroguard_switches_to(chain, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    os.chmod(str(rundir), 0o755)
+    path = str(rundir / "app.sock")
+    s, c = chain(unix=path, listener={"socket_mode": "0660"},
+                 top={"user": "nobody", "group": "nogroup"})
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (pwd.getpwnam("nobody").pw_uid,
+                                      grp.getgrnam("nogroup").gr_gid), st
+    assert stat.S_IMODE(st.st_mode) == 0o660, oct(st.st_mode)
+    assert plain_client(c, token="as-nobody")["result"] == "as-nobody"
