@@ -10,6 +10,7 @@ Usage: client.py MODE --certs DIR [--cert NAME] [--host localhost] [--port 9443]
             --marker on the server (what an attacker would send)
   nocert    serpent client that presents no client certificate
 --cert NAME picks DIR/NAME.crt and DIR/NAME.key (default: client, the billing client).
+--plain: no SSL settings at all (a legacy client, for pyroguard in client mode).
 
 Prints one line: "OK: <result>" (exit 0) or "REFUSED: <exception type>: <message>" (exit 3).
 """
@@ -41,12 +42,13 @@ def main():
     ap.add_argument("--host", default="localhost")
     ap.add_argument("--port", type=int, default=9443)
     ap.add_argument("--marker", default="/tmp/pyroguard-demo-PWNED")
+    ap.add_argument("--plain", action="store_true", help="no SSL settings (client mode)")
     args = ap.parse_args()
 
     Pyro4.config.SERIALIZER = "pickle" if args.mode == "pickle" else "serpent"
-    Pyro4.config.SSL = True
+    Pyro4.config.SSL = not args.plain
     Pyro4.config.SSL_CACERTS = os.path.join(args.certs, "ca.crt")
-    if args.mode != "nocert":
+    if args.mode != "nocert" and not args.plain:
         Pyro4.config.SSL_CLIENTCERT = os.path.join(args.certs, args.cert + ".crt")
         Pyro4.config.SSL_CLIENTKEY = os.path.join(args.certs, args.cert + ".key")
     Pyro4.config.COMMTIMEOUT = 10.0

@@ -11,7 +11,11 @@
 #   5. pickle client (handshake carries a code-execution payload)   -> refused at CONNECT
 #   6. client without a certificate                                 -> refused at the TLS handshake
 #   7. billing client lists again: the refused write never reached the service
-# and shows `pyroguard explain` for one allowed and one refused request.
+# and shows `pyroguard explain` for one allowed and one refused request; then a second pyroguard
+# in client mode (127.0.0.1:7000, pyroguard-client-mode.yaml) gives a legacy client with no SSL
+# settings mutual TLS to the first one:
+#  11. the legacy client lists the inventory through both pyroguards  -> served, as billing
+#  12. the legacy client calls add_stock: the egress policy denies it -> SecurityError, locally
 # Exits non-zero if any outcome differs. Logs: build/demo/*.log. Processes are stopped on exit.
 set -euo pipefail
 
@@ -25,6 +29,8 @@ TLS="$OUT/tls"
 MARKER="$OUT/PWNED"
 SERVICE_LOG="$OUT/legacy_service.log"
 PG_LOG="$OUT/pyroguard.log"
+CLIENT_CONFIG="$DEMO/pyroguard-client-mode.yaml"
+CM_LOG="$OUT/pyroguard-client-mode.log"
 
 PIDS=()
 cleanup() {
@@ -65,12 +71,12 @@ wait_for() {
 [ -x "$BIN" ] || die "$BIN not found: run 'make' first"
 [ -x "$PY" ] || die "$PY not found (Debian python3 with python3-pyro4 is needed)"
 "$PY" -c 'import Pyro4' 2>/dev/null || die "python3-pyro4 is not installed"
-for port in 9090 9443; do
+for port in 9090 9443 7000; do
     port_open "$port" && die "port $port on 127.0.0.1 is already in use; stop whatever listens there"
 done
 
 mkdir -p "$OUT"
-rm -f "$MARKER" "$SERVICE_LOG" "$PG_LOG"
+rm -f "$MARKER" "$SERVICE_LOG" "$PG_LOG" "$CM_LOG"
 
 say "Minting development certificates into build/demo/tls"
 bash "$ROOT/tests/certs/mint.sh" "$TLS"
@@ -95,12 +101,13 @@ grep -Eq '"event" ?: ?"listening"' "$PG_LOG" || {
 }
 
 FAILED=0
-# run_client TITLE EXPECT(OK|REFUSED) MODE [CERT]
+# run_client TITLE EXPECT(OK|REFUSED) MODE [CERT [PORT [--plain]]]
 run_client() {
-    local title=$1 expect=$2 mode=$3 cert=${4:-client} rc
+    local title=$1 expect=$2 mode=$3 cert=${4:-client} port=${5:-9443} rc
     say "$title"
     set +e
-    OUT=$("$PY" "$DEMO/client.py" "$mode" --cert "$cert" --certs "$TLS" --port 9443 --marker "$MARKER" 2>&1)
+    OUT=$("$PY" "$DEMO/client.py" "$mode" --cert "$cert" --certs "$TLS" --port "$port" \
+        --marker "$MARKER" ${6:-} 2>&1)
     rc=$?
     set -e
     printf '   client: %s\n' "$OUT"
@@ -212,11 +219,45 @@ for line in text.splitlines():
             print(line)
 PYEOF
 
+say "Starting pyroguard in client mode on 127.0.0.1:7000 (plaintext, loopback) -> mutual TLS to 127.0.0.1:9443"
+"$BIN" run -c "$CLIENT_CONFIG" 2>"$CM_LOG" &
+PIDS+=($!)
+CM_PID=$!
+wait_for "grep -Eq '\"event\" ?: ?\"listening\"' '$CM_LOG' || ! kill -0 $CM_PID 2>/dev/null" 15 || true
+grep -Eq '"event" ?: ?"listening"' "$CM_LOG" || {
+    cat "$CM_LOG" >&2
+    die "the client-mode pyroguard did not start listening; see $CM_LOG"
+}
+
+run_client "11. legacy client, no SSL settings at all -> client mode -> mutual TLS as billing-client" \
+    OK list client 7000 --plain
+if grep -Eq '"event" ?: ?"upstream_open"' "$CM_LOG" &&
+    grep -Eq '"event" ?: ?"conn_open".*"subject" ?: ?"CN=billing-client' "$PG_LOG"; then
+    echo "   the server side saw the client mode's certificate: CN=billing-client, rule billing"
+else
+    echo "   UNEXPECTED: no upstream_open in $CM_LOG or no billing-client conn_open in $PG_LOG"
+    FAILED=1
+fi
+
+run_client "12. legacy client calls add_stock: client mode's egress policy denies it before it leaves" \
+    REFUSED add client 7000 --plain
+expect_out "the egress refusal" "is denied for client rule 'egress:inventory'"
+if grep -Eq '"reason" ?: ?"denied_by_rule"' "$CM_LOG"; then
+    echo "   refused in client mode (log: $CM_LOG); the server side never saw it"
+else
+    echo "   UNEXPECTED: no denied_by_rule line in $CM_LOG"
+    FAILED=1
+fi
+
 say "pyroguard log lines (JSON, stderr of pyroguard run)"
 grep -E '"event" ?: ?"(listening|conn_open|allowed|refused|tls_fail)"' "$PG_LOG" | sed 's/^/   /' || true
+say "client-mode pyroguard log lines"
+grep -E '"event" ?: ?"(listening|conn_open|upstream_open|allowed|refused)"' "$CM_LOG" |
+    sed 's/^/   /' || true
 
 say "Logs"
 echo "   pyroguard:       $PG_LOG"
+echo "   client mode:     $CM_LOG"
 echo "   legacy service:  $SERVICE_LOG"
 echo "   certificates:    $TLS"
 
@@ -224,4 +265,4 @@ if [ $FAILED -ne 0 ]; then
     say "DEMO FAILED: an expected outcome did not happen"
     exit 1
 fi
-say "Demo OK: allowed calls served; a call outside the client's rule, a dotted name, a client without a rule, pickle and a certificate-less client refused"
+say "Demo OK: allowed calls served; a call outside the client's rule, a dotted name, a client without a rule, pickle and a certificate-less client refused; a legacy client without SSL served through client mode, and its call outside the egress policy refused"
