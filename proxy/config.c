@@ -721,7 +721,23 @@ static int check_listener_mode(cfg_ctx_t *ctx, const config_listener_t *l, const
 {
     int is_unix = l->listen.addr.ss_family == AF_UNIX;
     if (l->mode == LISTENER_SERVER) {
+        /* Client-only keys first: with them and no backend, "mode: client" was forgotten.
+         * Each is pointed at where it was written (socket_mode keeps no mark: the listener). */
         static const char *client_only = "is for client-mode listeners (mode: client)";
+        if (l->upstream.text != NULL) {
+            listener_err(ctx, l->upstream.mark, item_path, "upstream", "%s", client_only);
+            return 0;
+        }
+        if (l->upstream_tls_given || l->egress_given || l->socket_mode_given) {
+            config_mark_t mark = l->upstream_tls_given ? l->upstream_tls.mark
+                                 : l->egress_given     ? l->egress.mark
+                                                       : l->mark;
+            const char *key = l->upstream_tls_given ? "upstream_tls"
+                              : l->egress_given     ? "egress"
+                                                    : "socket_mode";
+            listener_err(ctx, mark, item_path, key, "%s", client_only);
+            return 0;
+        }
         if (l->backend.text == NULL) {
             listener_err(ctx, l->mark, item_path, "", "missing required key 'backend'");
             return 0;
@@ -730,15 +746,6 @@ static int check_listener_mode(cfg_ctx_t *ctx, const config_listener_t *l, const
             listener_err(ctx, l->listen.mark, item_path, "listen",
                          "a server-mode listener takes TLS on a TCP address, not '%s'",
                          l->listen.text);
-            return 0;
-        }
-        if (l->upstream.text != NULL || l->upstream_tls_given || l->egress_given ||
-            l->socket_mode_given) {
-            const char *key = l->upstream.text != NULL ? "upstream"
-                              : l->upstream_tls_given  ? "upstream_tls"
-                              : l->egress_given        ? "egress"
-                                                       : "socket_mode";
-            listener_err(ctx, l->mark, item_path, key, "%s", client_only);
             return 0;
         }
         if (!l->allow_remote_backend && !addr_is_loopback(&l->backend.addr)) {
@@ -751,7 +758,7 @@ static int check_listener_mode(cfg_ctx_t *ctx, const config_listener_t *l, const
         return 1;
     }
     if (l->backend.text != NULL || l->allow_remote_backend || l->forward_identity) {
-        listener_err(ctx, l->mark, item_path,
+        listener_err(ctx, l->backend.text != NULL ? l->backend.mark : l->mark, item_path,
                      l->backend.text != NULL ? "backend"
                      : l->forward_identity   ? "forward_identity"
                                              : "allow_remote_backend",

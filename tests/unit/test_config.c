@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 #include <openssl/ssl.h>
 
 #include "config.h"
@@ -1541,6 +1542,380 @@ static void test_unknown_log_calls_mode_is_refused(void **state)
                         "t.yaml:10:10: log.calls: must be all, denied or none, got 'some'");
 }
 
+/* ---- listener modes: client mode, forward_identity (issue 10) ---------------------------- */
+
+/* A client-mode listener: lines 1-13. Tests append listener keys from line 14 (column 5). */
+#define CLIENT_LISTENER                                                                            \
+    "listeners:\n"                                                                                 \
+    "  - name: to-app\n"                                                                           \
+    "    mode: client\n"                                                                           \
+    "    listen: 127.0.0.1:9000\n"                                                                 \
+    "    upstream: 127.0.0.1:9443\n"                                                               \
+    "    upstream_tls:\n"                                                                          \
+    "      cert: client.crt\n"                                                                     \
+    "      key: /secrets/client.key\n"                                                             \
+    "      ca: ca.crt\n"                                                                           \
+    "      server_name: localhost\n"                                                               \
+    "    egress:\n"                                                                                \
+    "      allow:\n"                                                                               \
+    "        - {object: thing, methods: [echo]}\n"
+
+/* The client-mode listener of CLIENT_LISTENER without its own "listeners:" line, as the second
+ * item after LISTENERS (lines 5-16). */
+#define SECOND_CLIENT_LISTENER                                                                     \
+    "  - name: to-app\n"                                                                           \
+    "    mode: client\n"                                                                           \
+    "    listen: unix:run/app.sock\n"                                                              \
+    "    socket_mode: \"0660\"\n"                                                                  \
+    "    upstream: 127.0.0.1:9443\n"                                                               \
+    "    upstream_tls:\n"                                                                          \
+    "      cert: client.crt\n"                                                                     \
+    "      key: client.key\n"                                                                      \
+    "      ca: ca.crt\n"                                                                           \
+    "      server_uri: \"spiffe://example.org/ns/app/*\"\n"                                        \
+    "    egress:\n"                                                                                \
+    "      deny: [{object: thing}]\n"
+
+static void test_client_mode_listener_is_parsed_and_needs_no_tls_nor_clients(void **state)
+{
+    assert_loads(CLIENT_LISTENER);
+    assert_int_equal(g_cfg.n_listeners, 1);
+    const config_listener_t *l = &g_cfg.listeners[0];
+    assert_int_equal(l->mode, LISTENER_CLIENT);
+    assert_string_equal(l->listen.text, "127.0.0.1:9000");
+    assert_int_equal(ntohl(in4(&l->listen)->sin_addr.s_addr), INADDR_LOOPBACK);
+    assert_int_equal(ntohs(in4(&l->listen)->sin_port), 9000);
+    assert_null(l->backend.text);
+    assert_int_equal(l->forward_identity, 0);
+    assert_int_equal(l->socket_mode_given, 0);
+    assert_string_equal(l->upstream.text, "127.0.0.1:9443");
+    assert_int_equal(ntohl(in4(&l->upstream)->sin_addr.s_addr), INADDR_LOOPBACK);
+    assert_int_equal(ntohs(in4(&l->upstream)->sin_port), 9443);
+    assert_int_equal(l->upstream_tls_given, 1);
+    assert_string_equal(l->upstream_tls.cert.path, BASE_DIR "/client.crt");
+    assert_string_equal(l->upstream_tls.key.path, "/secrets/client.key");
+    assert_string_equal(l->upstream_tls.ca.path, BASE_DIR "/ca.crt");
+    assert_string_equal(l->upstream_tls.server_name.text, "localhost");
+    assert_int_equal(l->upstream_tls.server_uri.n, 0);
+    assert_int_equal(l->upstream_tls.min_version, TLS1_2_VERSION);
+    /* No tls: and no clients: — the egress policy is the only rule, and no certificate rule. */
+    assert_null(g_cfg.tls.cert.path);
+    assert_int_equal(g_cfg.n_cert_rules, 0);
+    assert_int_equal(g_cfg.n_clients, 1);
+    assert_int_equal(l->egress_rule, 0);
+    const config_client_t *e = &g_cfg.clients[0];
+    assert_string_equal(e->name, "egress:to-app");
+    assert_int_equal(e->egress, 1);
+    assert_int_equal(e->n_allow, 1);
+    assert_string_equal(e->allow[0].objects.items[0].written, "thing");
+    assert_int_equal(e->allow[0].methods.n, 1);
+    assert_int_equal(e->n_deny, 0);
+    for (int f = 0; f < ID_FIELDS; f++)
+        assert_int_equal(e->match[f].n, 0);
+    /* What the listener held was moved, not copied. */
+    assert_null(l->egress.name);
+    assert_null(l->egress.allow);
+}
+
+static void test_egress_rules_follow_the_clients_rules(void **state)
+{
+    assert_loads(LISTENERS SECOND_CLIENT_LISTENER TLS "clients:\n"
+                                                      "  - name: billing\n"
+                                                      "    match: {cn: billing-client}\n"
+                                                      "  - name: everyone\n"
+                                                      "    match: {}\n");
+    assert_int_equal(g_cfg.n_listeners, 2);
+    assert_int_equal(g_cfg.listeners[0].mode, LISTENER_SERVER);
+    const config_listener_t *l = &g_cfg.listeners[1];
+    assert_int_equal(l->mode, LISTENER_CLIENT);
+    /* unix:PATH, relative to the configuration's directory, with its mode. */
+    assert_string_equal(l->listen.text, "unix:run/app.sock");
+    assert_int_equal(l->listen.addr.ss_family, AF_UNIX);
+    assert_string_equal(((const struct sockaddr_un *)&l->listen.addr)->sun_path,
+                        BASE_DIR "/run/app.sock");
+    assert_int_equal(l->socket_mode_given, 1);
+    assert_int_equal(l->socket_mode, 0660);
+    assert_null(l->upstream_tls.server_name.text);
+    assert_int_equal(l->upstream_tls.server_uri.n, 1);
+    assert_string_equal(l->upstream_tls.server_uri.items[0].written,
+                        "spiffe://example.org/ns/app/*");
+    /* Rules: billing, everyone (the certificate rules), then egress:to-app. */
+    assert_int_equal(g_cfg.n_cert_rules, 2);
+    assert_int_equal(g_cfg.n_clients, 3);
+    assert_string_equal(g_cfg.clients[0].name, "billing");
+    assert_string_equal(g_cfg.clients[1].name, "everyone");
+    assert_int_equal(g_cfg.clients[0].egress, 0);
+    assert_int_equal(g_cfg.clients[1].egress, 0);
+    assert_int_equal(l->egress_rule, 2);
+    const config_client_t *e = &g_cfg.clients[2];
+    assert_string_equal(e->name, "egress:to-app");
+    assert_int_equal(e->egress, 1);
+    assert_int_equal(e->n_allow, 0);
+    assert_int_equal(e->n_deny, 1);
+    assert_string_equal(e->deny[0].objects.items[0].written, "thing");
+}
+
+static void test_client_mode_listens_on_ipv6_loopback(void **state)
+{
+    assert_loads("listeners:\n"
+                 "  - name: to-app\n"
+                 "    mode: client\n"
+                 "    listen: \"[::1]:9000\"\n"
+                 "    upstream: \"[::1]:9443\"\n"
+                 "    upstream_tls: {cert: c, key: k, ca: ca, server_name: \"::1\"}\n"
+                 "    egress: {}\n");
+    const config_listener_t *l = &g_cfg.listeners[0];
+    assert_int_equal(ntohs(in6(&l->listen)->sin6_port), 9000);
+    assert_true(IN6_IS_ADDR_LOOPBACK(&in6(&l->upstream)->sin6_addr));
+    assert_int_equal(g_cfg.clients[l->egress_rule].n_allow, 0);
+}
+
+static void test_upstream_may_be_a_host_name(void **state)
+{
+    /* upstream: HOST:port (listen and backend take addresses only). */
+    assert_loads("listeners:\n"
+                 "  - name: to-app\n"
+                 "    mode: client\n"
+                 "    listen: 127.0.0.1:9000\n"
+                 "    upstream: localhost:9443\n"
+                 "    upstream_tls: {cert: c, key: k, ca: ca, server_name: localhost}\n"
+                 "    egress: {}\n");
+    const config_listener_t *l = &g_cfg.listeners[0];
+    assert_string_equal(l->upstream.text, "localhost:9443");
+    assert_int_equal(ntohl(in4(&l->upstream)->sin_addr.s_addr), INADDR_LOOPBACK);
+    assert_int_equal(ntohs(in4(&l->upstream)->sin_port), 9443);
+    assert_int_equal(l->upstream.mark.line, 5);
+    assert_int_equal(l->upstream.mark.col, 15);
+}
+
+static void test_server_mode_still_requires_tls_and_clients(void **state)
+{
+    /* A client-mode listener does not make tls: or clients: optional for a server-mode one. */
+    assert_refused_with(LISTENERS SECOND_CLIENT_LISTENER CLIENTS,
+                        "t.yaml:1:1: missing required key 'tls'");
+    release(NULL);
+    assert_refused_with(LISTENERS SECOND_CLIENT_LISTENER TLS,
+                        "t.yaml:1:1: missing required key 'clients'");
+}
+
+static void test_unknown_listener_mode_is_refused(void **state)
+{
+    assert_refused_with("listeners:\n"
+                        "  - name: app\n"
+                        "    mode: tcp\n"
+                        "    listen: 0.0.0.0:9443\n"
+                        "    backend: 127.0.0.1:9090\n" TLS CLIENTS,
+                        "t.yaml:3:11: listeners[0].mode: must be server or client, got 'tcp'");
+}
+
+static void test_client_mode_refuses_server_mode_keys(void **state)
+{
+    assert_refused_with(CLIENT_LISTENER "    backend: 127.0.0.1:9090\n",
+                        "t.yaml:14:14: listeners[0].backend: is for server-mode listeners: a "
+                        "client-mode listener sends to 'upstream' over TLS");
+    release(NULL);
+    assert_refused_with(CLIENT_LISTENER "    forward_identity: true\n",
+                        "t.yaml:2:5: listeners[0].forward_identity: is for server-mode "
+                        "listeners: a client-mode listener sends to 'upstream' over TLS");
+    release(NULL);
+    assert_refused_with(CLIENT_LISTENER "    allow_remote_backend: true\n",
+                        "t.yaml:2:5: listeners[0].allow_remote_backend: is for server-mode "
+                        "listeners: a client-mode listener sends to 'upstream' over TLS");
+    release(NULL);
+    /* false is what the default is: nothing to refuse. */
+    assert_loads(CLIENT_LISTENER "    forward_identity: false\n"
+                                 "    allow_remote_backend: false\n");
+}
+
+static void test_client_mode_requires_upstream_upstream_tls_and_egress(void **state)
+{
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    mode: client\n"
+                        "    listen: 127.0.0.1:9000\n"
+                        "    upstream_tls: {cert: c, key: k, ca: ca, server_name: localhost}\n"
+                        "    egress: {}\n",
+                        "t.yaml:2:5: listeners[0]: missing required key 'upstream' (mode: client)");
+    release(NULL);
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    mode: client\n"
+                        "    listen: 127.0.0.1:9000\n"
+                        "    upstream: 127.0.0.1:9443\n"
+                        "    egress: {}\n",
+                        "t.yaml:2:5: listeners[0]: missing required key 'upstream_tls' (mode: "
+                        "client)");
+    release(NULL);
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    mode: client\n"
+                        "    listen: 127.0.0.1:9000\n"
+                        "    upstream: 127.0.0.1:9443\n"
+                        "    upstream_tls: {cert: c, key: k, ca: ca, server_name: localhost}\n",
+                        "t.yaml:2:5: listeners[0]: missing required key 'egress' (mode: client)");
+}
+
+static void test_client_mode_listen_must_be_loopback_or_unix(void **state)
+{
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    mode: client\n"
+                        "    listen: 0.0.0.0:9000\n"
+                        "    upstream: 127.0.0.1:9443\n"
+                        "    upstream_tls: {cert: c, key: k, ca: ca, server_name: localhost}\n"
+                        "    egress: {}\n",
+                        "t.yaml:4:13: listeners[0].listen: '0.0.0.0:9000' is not a loopback "
+                        "address or unix:PATH: a client-mode listener takes plaintext Pyro "
+                        "traffic, which must not come from off this host");
+}
+
+static void test_socket_mode_goes_with_a_unix_listen_address(void **state)
+{
+    assert_refused_with(CLIENT_LISTENER "    socket_mode: \"0600\"\n",
+                        "t.yaml:2:5: listeners[0].socket_mode: goes with listen: unix:PATH");
+}
+
+/* socket_mode_refused loads a unix: client-mode listener whose socket_mode is |value| (line 8,
+ * its value at column 18) and expects |expected|. */
+static void socket_mode_refused(const char *value, const char *expected)
+{
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml), "listeners:\n%s", SECOND_CLIENT_LISTENER);
+    /* Replace the "0660" of SECOND_CLIENT_LISTENER (line 5) with |value|. */
+    char *at = strstr(yaml, "\"0660\"");
+    assert_non_null(at);
+    char rest[1024];
+    snprintf(rest, sizeof(rest), "%s", at + 6);
+    snprintf(at, sizeof(yaml) - (size_t)(at - yaml), "%s%s", value, rest);
+    assert_refused_with(yaml, expected);
+    release(NULL);
+}
+
+static void test_socket_mode_values(void **state)
+{
+    socket_mode_refused("\"0666\"",
+                        "t.yaml:5:18: listeners[0].socket_mode: '0666' lets every local user "
+                        "connect: the socket takes plaintext Pyro traffic that leaves with this "
+                        "listener's certificate (use 0600 or 0660)");
+    socket_mode_refused("\"0607\"",
+                        "t.yaml:5:18: listeners[0].socket_mode: '0607' lets every local user "
+                        "connect: the socket takes plaintext Pyro traffic that leaves with this "
+                        "listener's certificate (use 0600 or 0660)");
+    socket_mode_refused("\"999\"", "t.yaml:5:18: listeners[0].socket_mode: expected permissions "
+                                   "in octal such as \"0660\", got '999'");
+    socket_mode_refused("abc", "t.yaml:5:18: listeners[0].socket_mode: expected permissions in "
+                               "octal such as \"0660\", got 'abc'");
+    socket_mode_refused("\"01777\"", "t.yaml:5:18: listeners[0].socket_mode: expected "
+                                     "permissions in octal such as \"0660\", got '01777'");
+    /* Unquoted, as YAML 1.1 octal: libyaml hands over the text. */
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml), "listeners:\n%s", SECOND_CLIENT_LISTENER);
+    char *at = strstr(yaml, "\"0660\"");
+    assert_non_null(at);
+    memcpy(at, "0640  ", 6);
+    assert_loads(yaml);
+    assert_int_equal(g_cfg.listeners[0].socket_mode, 0640);
+}
+
+static void test_upstream_tls_must_name_the_server(void **state)
+{
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    mode: client\n"
+                        "    listen: 127.0.0.1:9000\n"
+                        "    upstream: 127.0.0.1:9443\n"
+                        "    upstream_tls: {cert: c, key: k, ca: ca}\n"
+                        "    egress: {}\n",
+                        "t.yaml:6:19: listeners[0].upstream_tls: give server_name or server_uri "
+                        "(or both): the upstream's certificate must name the server expected, "
+                        "not just chain to the CA");
+}
+
+static void test_upstream_tls_requires_a_ca(void **state)
+{
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    mode: client\n"
+                        "    listen: 127.0.0.1:9000\n"
+                        "    upstream: 127.0.0.1:9443\n"
+                        "    upstream_tls: {cert: c, key: k, server_name: localhost}\n"
+                        "    egress: {}\n",
+                        "t.yaml:6:19: listeners[0].upstream_tls: missing required key 'ca'");
+}
+
+static void test_upstream_with_port_zero_is_refused(void **state)
+{
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    mode: client\n"
+                        "    listen: 127.0.0.1:9000\n"
+                        "    upstream: localhost:0\n"
+                        "    upstream_tls: {cert: c, key: k, ca: ca, server_name: localhost}\n"
+                        "    egress: {}\n",
+                        "t.yaml:5:15: listeners[0].upstream: invalid or unresolvable address "
+                        "'localhost:0' (expected HOST:port, IP:port or [IPv6]:port, port "
+                        "1-65535)");
+}
+
+static void test_server_mode_listen_on_a_unix_socket_is_refused(void **state)
+{
+    assert_refused_with("listeners:\n"
+                        "  - name: app\n"
+                        "    listen: unix:/run/app.sock\n"
+                        "    backend: 127.0.0.1:9090\n" TLS CLIENTS,
+                        "t.yaml:3:13: listeners[0].listen: a server-mode listener takes TLS on a "
+                        "TCP address, not 'unix:/run/app.sock'");
+}
+
+static void test_server_mode_refuses_client_mode_keys(void **state)
+{
+    assert_refused_with(LISTENERS "    upstream: 127.0.0.1:9443\n" TLS CLIENTS,
+                        "t.yaml:5:15: listeners[0].upstream: is for client-mode listeners "
+                        "(mode: client)");
+    release(NULL);
+    assert_refused_with(LISTENERS
+                        "    upstream_tls: {cert: c, key: k, ca: ca, server_name: x}\n" TLS CLIENTS,
+                        "t.yaml:5:19: listeners[0].upstream_tls: is for client-mode listeners "
+                        "(mode: client)");
+    release(NULL);
+    assert_refused_with(LISTENERS "    egress: {}\n" TLS CLIENTS,
+                        "t.yaml:5:13: listeners[0].egress: is for client-mode listeners (mode: "
+                        "client)");
+    release(NULL);
+    assert_refused_with(LISTENERS "    socket_mode: \"0600\"\n" TLS CLIENTS,
+                        "t.yaml:2:5: listeners[0].socket_mode: is for client-mode listeners "
+                        "(mode: client)");
+}
+
+static void test_a_forgotten_mode_client_is_named_before_the_missing_backend(void **state)
+{
+    /* Everything a client-mode listener has, but no "mode: client": the first key that only
+     * client mode takes is named, not the backend that client mode does not need. */
+    assert_refused_with("listeners:\n"
+                        "  - name: to-app\n"
+                        "    listen: 127.0.0.1:9000\n"
+                        "    upstream: 127.0.0.1:9443\n"
+                        "    upstream_tls: {cert: c, key: k, ca: ca, server_name: localhost}\n"
+                        "    egress: {}\n" TLS CLIENTS,
+                        "t.yaml:4:15: listeners[0].upstream: is for client-mode listeners "
+                        "(mode: client)");
+}
+
+static void test_forward_identity_is_accepted_on_a_server_mode_listener(void **state)
+{
+    assert_loads(LISTENERS "    forward_identity: true\n" TLS CLIENTS);
+    assert_int_equal(g_cfg.listeners[0].forward_identity, 1);
+    assert_int_equal(g_cfg.listeners[0].mode, LISTENER_SERVER);
+    release(NULL);
+    assert_loads(LISTENERS "    mode: server\n"
+                           "    forward_identity: false\n" TLS CLIENTS);
+    assert_int_equal(g_cfg.listeners[0].forward_identity, 0);
+    release(NULL);
+    assert_refused_with(LISTENERS "    forward_identity: yes\n" TLS CLIENTS,
+                        "t.yaml:5:23: listeners[0].forward_identity: expected true or false, "
+                        "got 'yes'");
+}
+
 #define T(f) cmocka_unit_test_teardown(f, release)
 
 int main(void)
@@ -1694,6 +2069,24 @@ int main(void)
         T(test_denied_fingerprint_of_the_wrong_length_is_refused),
         T(test_log_calls_all_and_none_are_accepted),
         T(test_unknown_log_calls_mode_is_refused),
+        T(test_client_mode_listener_is_parsed_and_needs_no_tls_nor_clients),
+        T(test_egress_rules_follow_the_clients_rules),
+        T(test_client_mode_listens_on_ipv6_loopback),
+        T(test_upstream_may_be_a_host_name),
+        T(test_server_mode_still_requires_tls_and_clients),
+        T(test_unknown_listener_mode_is_refused),
+        T(test_client_mode_refuses_server_mode_keys),
+        T(test_client_mode_requires_upstream_upstream_tls_and_egress),
+        T(test_client_mode_listen_must_be_loopback_or_unix),
+        T(test_socket_mode_goes_with_a_unix_listen_address),
+        T(test_socket_mode_values),
+        T(test_upstream_tls_must_name_the_server),
+        T(test_upstream_tls_requires_a_ca),
+        T(test_upstream_with_port_zero_is_refused),
+        T(test_server_mode_listen_on_a_unix_socket_is_refused),
+        T(test_server_mode_refuses_client_mode_keys),
+        T(test_a_forgotten_mode_client_is_named_before_the_missing_backend),
+        T(test_forward_identity_is_accepted_on_a_server_mode_listener),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
