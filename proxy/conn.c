@@ -847,6 +847,11 @@ static int policy_judge(conn_t *c, const frame_t *f, const inspect_t *in, policy
 
 /* ---- backend -------------------------------------------------------------------------- */
 
+static const char kHmacNotRewritable[] =
+    "pyroguard: this listener forwards the caller's identity (forward_identity) and cannot add "
+    "it to an HMAC-signed message; turn off the HMAC key (TLS already authenticates) or "
+    "forward_identity";
+
 /* conn_forward sends an allowed CONNECT or INVOKE (whole, at the start of c2s) on to the
  * backend: as it came, or, on a listener with forward_identity, with the caller's verified
  * identity added (forward.h). Returns 1 when sent; 0 when it was refused or the connection
@@ -892,10 +897,7 @@ done:
                              : st == FORWARD_TOO_LARGE ? "identity_too_large"
                                                        : "identity_invalid";
         const char *detail =
-            st == FORWARD_HMAC
-                ? "pyroguard: this listener forwards the caller's identity (forward_identity) "
-                  "and cannot add it to an HMAC-signed message; turn off the HMAC key (TLS "
-                  "already authenticates) or forward_identity"
+            st == FORWARD_HMAC ? kHmacNotRewritable
             : st == FORWARD_TOO_LARGE
                 ? "pyroguard: the caller's identity does not fit in this message's annotations"
                 : "pyroguard: the client certificate's identity cannot be forwarded: a name in "
@@ -1340,6 +1342,13 @@ static void handle_connect(conn_t *c, const frame_t *f)
      * forwarded (on_backend_connect) — under the policy in force then. */
     if (!policy_judge(c, f, in, &d, entry, sizeof(entry))) {
         refuse_connect_call(c, d.reason, d.detail, f, in, entry);
+        return;
+    }
+    /* An HMAC-signed CONNECT cannot carry the identity (conn_forward says why): refused before
+     * the daemon is dialled. */
+    CBS hmac;
+    if (c->lcfg->forward_identity && frame_find_annotation(f, "HMAC", &hmac)) {
+        refuse_connect_call(c, "hmac_not_rewritable", kHmacNotRewritable, f, in, NULL);
         return;
     }
     conn_dial(c);
