@@ -22,7 +22,7 @@
 #define PROBE_INTERVAL_MS 1000 /* how often readiness dials each backend */
 #define PROBE_TIMEOUT_MS  1000
 #define WATCH_DEBOUNCE_MS 300 /* files of one rotation settle before the reload */
-#define MAX_WATCHED_FILES 9
+#define MAX_WATCHED_FILES (8 + 3 * CONFIG_MAX_LISTENERS) /* the file, tls.*, upstream_tls.* */
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -273,6 +273,12 @@ static void rewatch(runtime_t *rt)
     watch_file(rt, cfg->tls.pkcs12_password_file.path, iv);
     watch_file(rt, cfg->tls.client_ca.path, iv);
     watch_file(rt, cfg->tls.crl.path, iv);
+    for (size_t i = 0; i < cfg->n_listeners; i++) { /* client mode's own certificate and CA */
+        const config_upstream_tls_t *t = &cfg->listeners[i].upstream_tls;
+        watch_file(rt, t->cert.path, iv);
+        watch_file(rt, t->key.path, iv);
+        watch_file(rt, t->ca.path, iv);
+    }
 }
 
 /* ---- reload ---------------------------------------------------------------------------- */
