@@ -9,14 +9,17 @@
 
 #include "call.h"
 #include "config.h"
+#include "generation.h"
 #include "identity.h"
 #include "log.h"
 #include "policy.h"
 #include "tls.h"
 
 static const char kExplainUsage[] =
-    "usage: pyroguard explain -c FILE --cert CLIENT.pem [--object OBJ]\n"
-    "                         [--method NAME [--arg STR] | --get NAME | --set NAME] [--json]\n";
+    "usage: pyroguard explain -c FILE (--cert CLIENT.pem | --listener NAME) [--object OBJ]\n"
+    "                         [--method NAME [--arg STR] | --get NAME | --set NAME] [--json]\n"
+    "  --cert CLIENT.pem  a client certificate, judged by the clients: rules (server mode)\n"
+    "  --listener NAME    a client-mode listener, judged by its egress rule (no certificate)\n";
 
 int explain_parse_args(int argc, char **argv, explain_args_t *out)
 {
@@ -37,6 +40,8 @@ int explain_parse_args(int argc, char **argv, explain_args_t *out)
             out->config = v;
         else if (strcmp(a, "--cert") == 0)
             out->cert = v;
+        else if (strcmp(a, "--listener") == 0)
+            out->listener = v;
         else if (strcmp(a, "--object") == 0)
             out->object = v;
         else if (strcmp(a, "--arg") == 0)
@@ -62,8 +67,22 @@ int explain_parse_args(int argc, char **argv, explain_args_t *out)
         }
         i++;
     }
-    if (out->config == NULL || out->cert == NULL) {
-        fprintf(stderr, "pyroguard explain: -c FILE and --cert CLIENT.pem are required\n%s",
+    if (out->config == NULL) {
+        fprintf(stderr, "pyroguard explain: -c FILE is required\n%s", kExplainUsage);
+        return 0;
+    }
+    if (out->cert != NULL && out->listener != NULL) {
+        fprintf(stderr,
+                "pyroguard explain: give --cert or --listener, not both: --cert judges a client "
+                "certificate by the clients: rules of server-mode listeners, --listener a "
+                "client-mode listener's egress rule\n%s",
+                kExplainUsage);
+        return 0;
+    }
+    if (out->cert == NULL && out->listener == NULL) {
+        fprintf(stderr,
+                "pyroguard explain: --cert CLIENT.pem (server mode: the clients: rules) or "
+                "--listener NAME (client mode: the listener's egress rule) is required\n%s",
                 kExplainUsage);
         return 0;
     }
@@ -82,10 +101,13 @@ int explain_parse_args(int argc, char **argv, explain_args_t *out)
     return 1;
 }
 
-/* What explain found, printed at the end in one of two forms. */
+/* What explain found, printed at the end in one of two forms. With --listener, |lst| is the
+ * client-mode listener and the certificate fields stay empty. */
 typedef struct {
     const explain_args_t *args;
     const config_t *cfg;
+    const config_listener_t *lst;
+    size_t lst_index;
     identity_t id;
     int id_ok;
     char id_err[128];
@@ -152,7 +174,37 @@ free_ctx:
     ERR_clear_error();
 }
 
-static void judge(explanation_t *e)
+/* judge_certificate refuses, as the handshake and CONNECT would, a certificate the handshake
+ * does not accept, that carries no usable identity, or that matches no rule. Returns 1 when
+ * the request itself is still to be judged. */
+static int judge_certificate(explanation_t *e)
+{
+    policy_decision_t d;
+
+    if (strcmp(e->handshake, "accepted") != 0) {
+        e->reason = e->handshake;
+        snprintf(e->detail, sizeof(e->detail), "the TLS handshake would fail: %s",
+                 e->handshake_detail);
+        return 0;
+    }
+    if (!e->id_ok) {
+        e->reason = "identity_invalid";
+        snprintf(e->detail, sizeof(e->detail),
+                 "pyroguard: the client certificate cannot be used: %s", e->id_err);
+        return 0;
+    }
+    if (e->rule == POLICY_NO_RULE) {
+        policy_refuse_unmatched(&e->id, &d);
+        e->reason = d.reason;
+        snprintf(e->detail, sizeof(e->detail), "%s", d.detail);
+        return 0;
+    }
+    return 1;
+}
+
+/* judge_request runs the request through the name rules and rule |e->rule|, as live traffic
+ * goes (conn.c policy_judge). */
+static void judge_request(explanation_t *e)
 {
     const explain_args_t *a = e->args;
     policy_decision_t d;
@@ -163,25 +215,6 @@ static void judge(explanation_t *e)
     call_name_t nm;
     call_t call;
 
-    e->allowed = 0;
-    if (strcmp(e->handshake, "accepted") != 0) {
-        e->reason = e->handshake;
-        snprintf(e->detail, sizeof(e->detail), "the TLS handshake would fail: %s",
-                 e->handshake_detail);
-        return;
-    }
-    if (!e->id_ok) {
-        e->reason = "identity_invalid";
-        snprintf(e->detail, sizeof(e->detail),
-                 "pyroguard: the client certificate cannot be used: %s", e->id_err);
-        return;
-    }
-    if (e->rule == POLICY_NO_RULE) {
-        policy_refuse_unmatched(&e->id, &d);
-        e->reason = d.reason;
-        snprintf(e->detail, sizeof(e->detail), "%s", d.detail);
-        return;
-    }
     memset(&call, 0, sizeof(call));
     memset(&nm, 0, sizeof(nm));
     if (a->object != NULL) {
@@ -226,12 +259,28 @@ static void print_field(const char *key, const char *value)
     printf("%-12s %s\n", key, value);
 }
 
-static void print_text(const explanation_t *e)
+/* describe_request writes the request in words ("method echo on object thing"). */
+static void describe_request(const explain_args_t *a, char *out, size_t out_len)
 {
-    const explain_args_t *a = e->args;
+    if (a->name != NULL && a->arg != NULL)
+        snprintf(out, out_len, "method %s('%s') on object %s", a->name, a->arg, a->object);
+    else if (a->name != NULL)
+        snprintf(out, out_len, "%s %s on object %s",
+                 a->kind == 'm'   ? "method"
+                 : a->kind == 'g' ? "read property"
+                                  : "write property",
+                 a->name, a->object);
+    else if (a->object != NULL)
+        snprintf(out, out_len, "CONNECT with metadata for object %s", a->object);
+    else
+        snprintf(out, out_len, "CONNECT");
+}
+
+static void print_certificate_text(const explanation_t *e)
+{
     char line[512];
 
-    print_field("certificate", a->cert);
+    print_field("certificate", e->args->cert);
     if (e->id_ok) {
         print_field("subject", e->id.subject);
         print_field("issuer", e->id.issuer);
@@ -258,18 +307,32 @@ static void print_text(const explanation_t *e)
     } else {
         print_field("rule", e->id_ok ? "none matches" : "-");
     }
-    if (a->name != NULL && a->arg != NULL)
-        snprintf(line, sizeof(line), "method %s('%s') on object %s", a->name, a->arg, a->object);
-    else if (a->name != NULL)
-        snprintf(line, sizeof(line), "%s %s on object %s",
-                 a->kind == 'm'   ? "method"
-                 : a->kind == 'g' ? "read property"
-                                  : "write property",
-                 a->name, a->object);
-    else if (a->object != NULL)
-        snprintf(line, sizeof(line), "CONNECT with metadata for object %s", a->object);
+}
+
+static void print_listener_text(const explanation_t *e)
+{
+    const config_client_t *c = &e->cfg->clients[e->rule];
+    char line[512];
+
+    snprintf(line, sizeof(line), "%s (listeners[%zu], %s:%d:%d)", e->lst->name, e->lst_index,
+             e->cfg->file, e->lst->mark.line, e->lst->mark.col);
+    print_field("listener", line);
+    print_field("mode", "client");
+    print_field("upstream", e->lst->upstream.text);
+    snprintf(line, sizeof(line), "%s (listeners[%zu].egress, %s:%d:%d)", c->name, e->lst_index,
+             e->cfg->file, c->mark.line, c->mark.col);
+    print_field("rule", line);
+}
+
+static void print_text(const explanation_t *e)
+{
+    char line[512];
+
+    if (e->lst != NULL)
+        print_listener_text(e);
     else
-        snprintf(line, sizeof(line), "CONNECT");
+        print_certificate_text(e);
+    describe_request(e->args, line, sizeof(line));
     print_field("request", line);
     print_field("verdict", e->allowed ? "allowed" : "refused");
     print_field("reason", e->reason);
@@ -279,16 +342,14 @@ static void print_text(const explanation_t *e)
         print_field("decided by", e->entry);
 }
 
-static void print_json(const explanation_t *e)
+static void print_certificate_json(log_line_t *l, const explanation_t *e)
 {
-    const explain_args_t *a = e->args;
-    log_line_t l;
     const char *values[IDENTITY_MAX_VALUES];
 
-    log_begin_record(&l, "certificate", a->cert);
+    log_begin_record(l, "certificate", e->args->cert);
     if (e->id_ok) {
-        log_str(&l, "subject", e->id.subject);
-        log_str(&l, "issuer", e->id.issuer);
+        log_str(l, "subject", e->id.subject);
+        log_str(l, "issuer", e->id.issuer);
         for (size_t f = 0; f < ID_FIELDS; f++) {
             size_t n = 0;
             for (size_t i = 0; i < e->id.n_values; i++) {
@@ -296,19 +357,34 @@ static void print_json(const explanation_t *e)
                     values[n++] = e->id.values[i];
             }
             if (f == ID_SERIAL || f == ID_SHA256)
-                log_str(&l, identity_field_name((identity_field_t)f), n ? values[0] : "");
+                log_str(l, identity_field_name((identity_field_t)f), n ? values[0] : "");
             else
-                log_strlist(&l, identity_field_name((identity_field_t)f), values, n);
+                log_strlist(l, identity_field_name((identity_field_t)f), values, n);
         }
     } else {
-        log_str(&l, "identity_error", e->id_err);
+        log_str(l, "identity_error", e->id_err);
     }
-    log_str(&l, "handshake", e->handshake);
+    log_str(l, "handshake", e->handshake);
     if (strcmp(e->handshake, "accepted") != 0)
-        log_str(&l, "handshake_detail", e->handshake_detail);
+        log_str(l, "handshake_detail", e->handshake_detail);
     if (e->rule != POLICY_NO_RULE) {
+        log_str(l, "rule", e->cfg->clients[e->rule].name);
+        log_int(l, "rule_index", e->rule);
+    }
+}
+
+static void print_json(const explanation_t *e)
+{
+    const explain_args_t *a = e->args;
+    log_line_t l;
+
+    if (e->lst != NULL) {
+        log_begin_record(&l, "listener", e->lst->name);
+        log_str(&l, "mode", "client");
+        log_str(&l, "upstream", e->lst->upstream.text);
         log_str(&l, "rule", e->cfg->clients[e->rule].name);
-        log_int(&l, "rule_index", e->rule);
+    } else {
+        print_certificate_json(&l, e);
     }
     if (a->object != NULL)
         log_str(&l, "object", a->object);
@@ -324,48 +400,110 @@ static void print_json(const explanation_t *e)
     log_end_fd(&l, 1);
 }
 
-int explain_run(const explain_args_t *args)
+static int print_explanation(const explanation_t *e)
 {
-    config_t cfg;
-    config_errors_t errs = {0};
-    explanation_t e;
+    fflush(stdout);
+    if (e->args->json)
+        print_json(e);
+    else
+        print_text(e);
+    return e->allowed ? EXPLAIN_ALLOWED : EXPLAIN_REFUSED;
+}
+
+/* explain_certificate judges --cert against the clients: rules, with |ctx| the server-mode
+ * TLS context (NULL when no listener is in server mode: a usage error). */
+static int explain_certificate(explanation_t *e, SSL_CTX *ctx)
+{
+    const explain_args_t *args = e->args;
     STACK_OF(X509) *chain = NULL;
-    SSL_CTX *ctx = NULL;
     X509 *leaf = NULL;
     int rc = EXPLAIN_ERROR;
 
-    memset(&e, 0, sizeof(e));
-    e.args = args;
-    e.cfg = &cfg;
-    e.rule = POLICY_NO_RULE;
-    if (!config_load(args->config, &cfg, &errs) || (ctx = tls_ctx_new(&cfg, &errs)) == NULL) {
-        for (size_t i = 0; i < errs.n; i++)
-            fprintf(stderr, "%s\n", errs.lines[i]);
-        goto free_config;
+    if (ctx == NULL) {
+        fprintf(stderr,
+                "pyroguard explain: %s has no server-mode listener, so no client certificate is "
+                "judged there; use --listener NAME for a client-mode listener's egress rule\n",
+                args->config);
+        return EXPLAIN_ERROR;
     }
     leaf = load_chain(args->cert, &chain);
     if (leaf == NULL) {
         fprintf(stderr, "pyroguard explain: cannot read a PEM certificate from '%s'\n", args->cert);
         goto free_cert;
     }
-    e.id_ok = identity_from_x509(leaf, &e.id, e.id_err, sizeof(e.id_err));
-    verify_like_handshake(&e, ctx, leaf, chain);
-    if (e.id_ok)
-        e.rule = policy_match_client(&cfg, &e.id);
-    judge(&e);
-    fflush(stdout);
-    if (args->json)
-        print_json(&e);
-    else
-        print_text(&e);
-    rc = e.allowed ? EXPLAIN_ALLOWED : EXPLAIN_REFUSED;
-    identity_free(&e.id);
+    e->id_ok = identity_from_x509(leaf, &e->id, e->id_err, sizeof(e->id_err));
+    verify_like_handshake(e, ctx, leaf, chain);
+    if (e->id_ok)
+        e->rule = policy_match_client(e->cfg, &e->id);
+    if (judge_certificate(e))
+        judge_request(e);
+    rc = print_explanation(e);
+    identity_free(&e->id);
 free_cert:
     X509_free(leaf);
     sk_X509_pop_free(chain, X509_free);
-free_config:
-    SSL_CTX_free(ctx);
+    return rc;
+}
+
+/* explain_listener judges the request by the egress rule of client-mode listener --listener,
+ * as that listener judges a local client's message (conn.c conn_rule: no certificate). */
+static int explain_listener(explanation_t *e)
+{
+    const explain_args_t *args = e->args;
+    const config_t *cfg = e->cfg;
+
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (strcmp(cfg->listeners[i].name, args->listener) == 0) {
+            e->lst = &cfg->listeners[i];
+            e->lst_index = i;
+            break;
+        }
+    }
+    if (e->lst == NULL) {
+        fprintf(stderr, "pyroguard explain: %s has no listener named '%s'\n", args->config,
+                args->listener);
+        return EXPLAIN_ERROR;
+    }
+    if (e->lst->mode != LISTENER_CLIENT) {
+        fprintf(stderr,
+                "pyroguard explain: listener '%s' is in server mode: its policy is the clients: "
+                "rules, chosen by the client certificate; use --cert CLIENT.pem instead of "
+                "--listener\n",
+                args->listener);
+        return EXPLAIN_ERROR;
+    }
+    e->rule = e->lst->egress_rule;
+    judge_request(e);
+    return print_explanation(e);
+}
+
+int explain_run(const explain_args_t *args)
+{
+    config_errors_t errs = {0};
+    explanation_t e;
+    generation_t *g;
+    int rc = EXPLAIN_ERROR;
+
+    memset(&e, 0, sizeof(e));
+    e.args = args;
+    e.rule = POLICY_NO_RULE;
+    /* Loaded as run and check load it: every TLS context built, so a configuration explain
+     * accepts is one pyroguard would start with. */
+    g = generation_load(args->config, 1, &errs);
+    if (g == NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        if (errs.dropped)
+            fprintf(stderr, "(%zu more errors not shown)\n", errs.dropped);
+        goto free_errors;
+    }
+    e.cfg = &g->cfg;
+    if (args->listener != NULL)
+        rc = explain_listener(&e);
+    else
+        rc = explain_certificate(&e, g->ssl_ctx);
+    generation_unref(g);
+free_errors:
     config_errors_free(&errs);
-    config_free(&cfg);
     return rc;
 }

@@ -6,7 +6,8 @@ they would for a user. Then:
   * `pyroguard check -c FILE` must exit 0;
   * `pyroguard explain -c FILE --cert CERT ...` must give the verdict the example's comments
     promise, for a few (certificate, object, request) triples per example, with the deciding
-    rule, reason and entry;
+    rule, reason and entry; for a client-mode listener, `explain --listener NAME ...` (its
+    egress rule, no certificate);
   * the name-server example is run for real: Debian's Pyro4 name server behind pyroguard with
     that policy, real Pyro4 clients with the minted certificates.
 
@@ -186,9 +187,31 @@ CASES = {
 }
 
 
-# client-mode.yaml has no clients: rules (a client-mode listener's policy is its egress list,
-# which no certificate selects): `explain` does not apply. test_client_mode.py runs client mode.
-CASES["client-mode.yaml"] = []
+# Client-mode listeners have no certificate to judge: their rule is their egress policy,
+# "egress:<listener>", explained with `explain --listener NAME`.
+# (listener, object, kind, name) -> (exit code, reason, deciding entry).
+LISTENER_CASES = {
+    "client-mode.yaml": [
+        ("billing", "billing", "method", "charge", ALLOWED, "allowed", "egress:billing.allow[0]"),
+        ("billing", "billing", "method", "refund", ALLOWED, "allowed", "egress:billing.allow[0]"),
+        ("billing", "billing", "method", "get_balance", ALLOWED, "allowed",
+         "egress:billing.allow[0]"),
+        ("billing", "billing", None, None, ALLOWED, "allowed", "egress:billing.allow[0]"),
+        # refund_all is on no allow list, and a deny entry says so again: the deny entry decides.
+        ("billing", "billing", "method", "refund_all", REFUSED, "denied_by_rule",
+         "egress:billing.deny[0]"),
+        ("billing", "billing", "method", "delete_account", REFUSED, "not_allowed", None),
+        ("billing", "billing", "get", "balance", REFUSED, "not_allowed", None),
+        ("billing", "inventory", "method", "get_stock", REFUSED, "object_not_allowed", None),
+        ("billing", "billing", "method", "_reset", REFUSED, "private_name", None),
+        ("billing", "Pyro.Daemon", "method", "ping", ALLOWED, "allowed", DAEMON_BUILTIN),
+        ("billing", "Pyro.Daemon", "method", "info", REFUSED, "not_allowed", None),
+        # The Unix socket listener has its own, narrower egress rule.
+        ("billing-unix", "billing", "method", "get_balance", ALLOWED, "allowed",
+         "egress:billing-unix.allow[0]"),
+        ("billing-unix", "billing", "method", "charge", REFUSED, "not_allowed", None),
+    ],
+}
 
 
 def all_configs():
@@ -198,7 +221,9 @@ def all_configs():
 def test_every_example_has_explain_cases():
     names = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
     assert len(names) >= 3, names
-    assert names == sorted(CASES), "examples without test cases (or cases without an example)"
+    assert names == sorted(set(CASES) | set(LISTENER_CASES)), \
+        "examples without test cases (or cases without an example)"
+    assert all(CASES.get(n) or LISTENER_CASES.get(n) for n in names), "an example with no case"
 
 
 @pytest.mark.parametrize("source", all_configs(), ids=lambda p: p.name)
@@ -225,6 +250,45 @@ def test_example_verdicts(tmp_path, certs, example, case):
     assert doc.get("verdict") == ("allowed" if rc == ALLOWED else "refused"), doc
     assert doc.get("reason") == reason, doc
     assert doc.get("rule") == rule, doc
+    if entry is not None:
+        assert doc.get("entry") == entry, doc
+    else:
+        assert not doc.get("entry"), doc
+
+
+def explain_listener(config, listener, obj=None, kind=None, name=None):
+    """Runs `pyroguard explain --listener --json`; returns (exit code, parsed JSON or None, process)."""
+    args = ["explain", "-c", config.name, "--listener", listener]
+    if obj is not None:
+        args += ["--object", obj]
+    if kind is not None:
+        args += ["--%s" % kind, name]
+    p = pyroguard(*(args + ["--json"]), cwd=config.parent)
+    try:
+        doc = json.loads(p.stdout)
+    except ValueError:
+        doc = None
+    return p.returncode, doc, p
+
+
+def _listener_case_id(case):
+    listener, obj, kind, name = case[:4]
+    return "%s-%s-%s" % (listener, obj, "%s:%s" % (kind, name) if kind else "connect")
+
+
+@pytest.mark.parametrize("example,case", [(e, c) for e in sorted(LISTENER_CASES)
+                                          for c in LISTENER_CASES[e]],
+                         ids=lambda v: v if isinstance(v, str) else _listener_case_id(v))
+def test_example_client_mode_verdicts(tmp_path, certs, example, case):
+    listener, obj, kind, name, rc, reason, entry = case
+    config = install(tmp_path, certs, EXAMPLES / example)
+    got_rc, doc, p = explain_listener(config, listener, obj, kind, name)
+    assert got_rc == rc, "exit %s, wanted %s:\n%s%s" % (got_rc, rc, p.stdout, p.stderr)
+    assert doc is not None, "--json printed no JSON:\n" + p.stdout
+    assert (doc.get("listener"), doc.get("mode")) == (listener, "client"), doc
+    assert doc.get("rule") == "egress:%s" % listener, doc
+    assert doc.get("verdict") == ("allowed" if rc == ALLOWED else "refused"), doc
+    assert doc.get("reason") == reason, doc
     if entry is not None:
         assert doc.get("entry") == entry, doc
     else:

@@ -4,7 +4,8 @@ explain -c FILE --cert CLIENT.pem [--object OBJ] [--method NAME | --get NAME | -
 prints the identity read from the certificate, whether the TLS handshake would accept it
 (tls.client_ca, tls.crl, the deny lists), the rule that matches, the request, the verdict, the
 reason, the detail and the deciding entry. Exit 0 allowed, 3 refused, 2 usage or configuration
-error. Configs and certificates are real files (certificates minted by tests/certs/mint.sh), and
+error. With --listener NAME instead of --cert, a client-mode listener is explained: no
+certificate, its rule is its egress policy "egress:NAME", entries read "egress:NAME.allow[0]". Configs and certificates are real files (certificates minted by tests/certs/mint.sh), and
 the last tests check that explain predicts what the running proxy does with a real Pyro4 client.
 """
 
@@ -15,11 +16,11 @@ import subprocess
 
 import pytest
 
-from conftest import PYROGUARD_BIN, SANITIZER_REPORT, Quoted, to_yaml
+from conftest import PYROGUARD_BIN, SANITIZER_REPORT, Quoted, Stack, to_yaml
 
 ALLOWED, REFUSED, USAGE = 0, 3, 2
 
-KEYS = ["certificate", "subject", "issuer", "cn", "o", "ou", "dns", "uri", "ip", "email", "serial",
+KEYS = ["listener", "mode", "upstream", "certificate", "subject", "issuer", "cn", "o", "ou", "dns", "uri", "ip", "email", "serial",
         "sha256", "handshake", "rule", "request", "verdict", "reason", "detail", "decided by"]
 LINE = re.compile(r"^(%s) +(\S.*)$" % "|".join(re.escape(k) for k in sorted(KEYS, key=len, reverse=True)))
 
@@ -586,3 +587,241 @@ def test_match_pattern_against_an_awkward_certificate(confdir, odd_cert, match, 
         assert (j.get("rule"), j["verdict"]) == ("r", "allowed"), j
     else:
         assert "rule" not in j and j["reason"] == "no_matching_rule", j
+
+
+# --- explain --listener: a client-mode listener's egress rule ----------------------------------------
+
+CLIENT_LISTENER = """\
+- name: billing
+  mode: client
+  listen: 127.0.0.1:7000
+  upstream: 127.0.0.1:9443
+  upstream_tls:
+    cert: tls/client.crt
+    key: tls/client.key
+    ca: tls/ca.crt
+    server_name: localhost
+  egress:
+    allow:
+    - object: billing
+      methods: [charge, "get_*"]
+      get: [total]
+    - object: Pyro.Daemon
+      methods: [registered]
+    deny:
+    - object: billing
+      methods: [get_secret]
+    - object: vault
+"""
+
+# Client mode only: no tls: and no clients: section (they serve server-mode listeners).
+CLIENT_ONLY = "listeners:\n" + CLIENT_LISTENER
+
+# Both kinds of listener in one file: the server's clients: rules and the client's egress rule.
+MIXED = CONFIG.replace("tls:\n", CLIENT_LISTENER + "tls:\n", 1)
+
+
+@pytest.fixture
+def clientdir(confdir):
+    """confdir with client-only.yaml (CLIENT_ONLY) and mixed.yaml (MIXED) beside pyroguard.yaml."""
+    (confdir / "client-only.yaml").write_text(CLIENT_ONLY)
+    (confdir / "mixed.yaml").write_text(MIXED)
+    return confdir
+
+
+def explain_listener(confdir, listener, *request, config="client-only.yaml"):
+    return pyroguard("explain", "-c", config, "--listener", listener, *request, cwd=confdir)
+
+
+def test_client_mode_listener_is_explained_without_a_certificate_or_a_tls_section(clientdir):
+    p = explain_listener(clientdir, "billing", "--object", "billing", "--method", "charge")
+    f = assert_explained(p, ALLOWED)
+    assert one(f, "listener") == "billing (listeners[0], client-only.yaml:2:3)"
+    assert one(f, "mode") == "client"
+    assert one(f, "upstream") == "127.0.0.1:9443"
+    assert one(f, "rule").startswith("egress:billing (listeners[0].egress, client-only.yaml:")
+    assert one(f, "request") == "method charge on object billing"
+    assert (one(f, "verdict"), one(f, "reason")) == ("allowed", "allowed")
+    assert one(f, "decided by") == "egress:billing.allow[0]"
+    for key in ("certificate", "subject", "handshake"):
+        assert key not in f, f
+
+
+def test_client_mode_deny_entry_refuses_with_exit_3_naming_the_egress_entry(clientdir):
+    # get_secret matches the allow entry's "get_*" too: deny wins, as in clients: rules.
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "billing", "--method",
+                                          "get_secret"), REFUSED)
+    assert (one(f, "verdict"), one(f, "reason")) == ("refused", "denied_by_rule")
+    assert one(f, "decided by") == "egress:billing.deny[0]"
+    assert one(f, "detail") == (
+        "pyroguard: method 'get_secret' of object 'billing' is denied for client rule 'egress:billing'")
+
+
+def test_client_mode_method_outside_the_egress_allow_list_is_not_allowed(clientdir):
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "billing", "--method",
+                                          "refund_all"), REFUSED)
+    assert one(f, "reason") == "not_allowed"
+    assert one(f, "detail") == (
+        "pyroguard: method 'refund_all' of object 'billing' is not allowed for client rule 'egress:billing'")
+    assert "decided by" not in f
+
+
+def test_client_mode_property_read_and_write_follow_the_get_and_set_lists(clientdir):
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "billing", "--get", "total"),
+                         ALLOWED)
+    assert (one(f, "request"), one(f, "decided by")) == ("read property total on object billing",
+                                                         "egress:billing.allow[0]")
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "billing", "--set", "total"),
+                         REFUSED)
+    assert one(f, "reason") == "not_allowed"
+    assert "writing property 'total'" in one(f, "detail")
+
+
+def test_client_mode_connect_metadata_lookup_is_judged_by_the_egress_rule(clientdir):
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "billing"), ALLOWED)
+    assert one(f, "request") == "CONNECT with metadata for object billing"
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "vault"), REFUSED)
+    assert (one(f, "reason"), one(f, "decided by")) == ("denied_by_rule", "egress:billing.deny[1]")
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "inventory"), REFUSED)
+    assert one(f, "reason") == "object_not_allowed"
+    f = assert_explained(explain_listener(clientdir, "billing"), ALLOWED)
+    assert one(f, "request") == "CONNECT"
+
+
+@pytest.mark.parametrize("name,reason", [("a.b", "dotted_name"), ("_private", "private_name"),
+                                         ("__class__", "private_name")])
+def test_client_mode_name_rules_apply_before_the_egress_policy(clientdir, name, reason):
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "billing", "--method", name),
+                         REFUSED)
+    assert one(f, "reason") == reason
+    assert name in one(f, "detail")
+
+
+def test_client_mode_pyro_daemon_rules_are_those_of_server_mode(clientdir):
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "Pyro.Daemon", "--method",
+                                          "ping"), ALLOWED)
+    assert one(f, "decided by") == "built-in Pyro.Daemon rule"
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "Pyro.Daemon", "--method",
+                                          "registered"), ALLOWED)
+    assert one(f, "decided by") == "egress:billing.allow[1]"
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "Pyro.Daemon", "--method",
+                                          "info"), REFUSED)
+    assert one(f, "reason") == "not_allowed"
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "Pyro.Daemon", "--method",
+                                          "get_metadata", "--arg", "vault"), REFUSED)
+    assert (one(f, "reason"), one(f, "decided by")) == ("denied_by_rule", "egress:billing.deny[1]")
+
+
+def test_client_mode_json_names_listener_mode_rule_and_entry(clientdir):
+    p = explain_listener(clientdir, "billing", "--json", "--object", "billing", "--method", "get_secret")
+    assert (p.returncode, p.stderr) == (REFUSED, ""), p
+    [line] = p.stdout.splitlines()
+    j = json.loads(line)
+    assert j == {
+        "listener": "billing", "mode": "client", "upstream": "127.0.0.1:9443", "rule": "egress:billing",
+        "object": "billing", "method": "get_secret", "verdict": "refused", "reason": "denied_by_rule",
+        "detail": "pyroguard: method 'get_secret' of object 'billing' is denied for client rule "
+                  "'egress:billing'",
+        "entry": "egress:billing.deny[0]"}, j
+    p = explain_listener(clientdir, "billing", "--json", "--object", "billing", "--get", "total")
+    assert p.returncode == ALLOWED, p
+    j = json.loads(p.stdout)
+    assert (j["get"], j["verdict"], j["reason"], j["entry"]) == ("total", "allowed", "allowed",
+                                                                "egress:billing.allow[0]")
+
+
+def test_a_file_with_both_modes_explains_each_listener_by_its_own_rule(clientdir):
+    f = assert_explained(explain_listener(clientdir, "billing", "--object", "thing", "--method", "echo",
+                                          config="mixed.yaml"), REFUSED)
+    assert (one(f, "reason"), one(f, "rule").split()[0]) == ("object_not_allowed", "egress:billing")
+    f = assert_explained(explain(clientdir, "client", "--object", "thing", "--method", "echo",
+                                 config="mixed.yaml"), ALLOWED)
+    assert (one(f, "rule").split()[0], one(f, "decided by")) == ("billing", "clients[0].allow[0]")
+    # The egress rule is never matched against a certificate, not even a last resort.
+    f = assert_explained(explain(clientdir, "stranger", "--object", "billing", "--method", "charge",
+                                 config="mixed.yaml"), REFUSED)
+    assert one(f, "reason") == "no_matching_rule"
+
+
+def test_listener_in_server_mode_is_a_usage_error_pointing_at_cert(clientdir):
+    p = explain_listener(clientdir, "app", "--object", "thing", "--method", "echo", config="mixed.yaml")
+    assert (p.returncode, p.stdout) == (USAGE, ""), p
+    assert "'app' is in server mode" in p.stderr and "--cert" in p.stderr, p.stderr
+
+
+def test_unknown_listener_is_a_usage_error(clientdir):
+    p = explain_listener(clientdir, "biling", "--object", "billing", "--method", "charge")
+    assert (p.returncode, p.stdout) == (USAGE, ""), p
+    assert "no listener named 'biling'" in p.stderr, p.stderr
+
+
+def test_cert_on_a_client_mode_only_file_is_a_usage_error_pointing_at_listener(clientdir):
+    p = explain(clientdir, "client", "--object", "billing", "--method", "charge", config="client-only.yaml")
+    assert (p.returncode, p.stdout) == (USAGE, ""), p
+    assert "no server-mode listener" in p.stderr and "--listener" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--cert", "tls/client.crt", "--listener", "billing"], "not both"),
+    ([], "--cert CLIENT.pem"),
+    (["--listener", "billing", "--method", "charge"], "--method needs --object"),
+], ids=["cert_and_listener", "neither", "method_without_object"])
+def test_listener_usage_errors_exit_2(clientdir, args, says):
+    p = pyroguard("explain", "-c", "mixed.yaml", *args, cwd=clientdir)
+    assert (p.returncode, p.stdout) == (USAGE, ""), p
+    assert says in p.stderr and "usage:" in p.stderr, p.stderr
+
+
+def test_client_mode_file_errors_are_configuration_errors_with_file_line_column(clientdir):
+    (clientdir / "client-only.yaml").write_text(CLIENT_ONLY.replace("tls/client.key", "tls/missing.key"))
+    p = explain_listener(clientdir, "billing", "--object", "billing", "--method", "charge")
+    assert (p.returncode, p.stdout) == (USAGE, ""), p
+    assert p.stderr.startswith("client-only.yaml:"), p.stderr
+    assert "tls/missing.key" in p.stderr, p.stderr
+
+
+# --- explain --listener predicts what a running client-mode pyroguard does ----------------------------
+
+PREDICT_EGRESS = {
+    "allow": [{"object": "thing", "methods": ["echo", "count"], "get": ["value"]}],
+    "deny": [{"object": "thing", "methods": ["count"]}],
+}
+
+
+@pytest.mark.parametrize("op,explain_args", [
+    ({"call": "echo", "args": ["x"]}, ["--object", "thing", "--method", "echo"]),
+    ({"call": "count"}, ["--object", "thing", "--method", "count"]),
+    ({"call": "pid"}, ["--object", "thing", "--method", "pid"]),
+    ({"get": "value"}, ["--object", "thing", "--get", "value"]),
+    ({"set": "value", "value": 1}, ["--object", "thing", "--set", "value"]),
+    ({"object": "Pyro.Daemon", "call": "registered"}, ["--object", "Pyro.Daemon", "--method", "registered"]),
+], ids=["allowed", "denied", "not_allowed", "get", "set", "daemon_registered"])
+def test_explain_listener_predicts_the_running_client_mode_proxy(tmp_path, certs, op, explain_args):
+    # Imported here: the client-mode harness lives with the client-mode tests.
+    from test_client_mode import ClientModePyroguard, ops
+    s = Stack(tmp_path / "server", certs)
+    s.start()
+    c = ClientModePyroguard(tmp_path / "client-mode", certs, s.port, egress=PREDICT_EGRESS)
+    c.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        c.start()
+        p = pyroguard("explain", "-c", c.config_path, "--listener", c.listener, "--json", *explain_args)
+        assert p.returncode in (ALLOWED, REFUSED), (p.returncode, p.stderr)
+        predicted = json.loads(p.stdout)
+        assert (predicted["listener"], predicted["mode"]) == (c.listener, "client"), predicted
+        r = ops(c, [op])
+        assert r["ok"], r
+        [outcome] = r["result"]
+        c.settle()
+        last = [l for l in c.logs() if l.get("event") in ("allowed", "refused")][-1]
+        assert outcome["ok"] == (predicted["verdict"] == "allowed") == (p.returncode == ALLOWED), (
+            outcome, predicted)
+        for key in ("verdict", "reason", "entry", "rule"):
+            assert last.get(key) == predicted.get(key), (key, last, predicted)
+        if not outcome["ok"]:
+            assert predicted["detail"] in outcome["exc_msg"], (outcome, predicted)
+    finally:
+        c.stop()
+        s.stop()
+    for pg in (c, s.pg):
+        assert pg.sanitizer_report() is None, pg.sanitizer_report()
