@@ -778,7 +778,7 @@ SSL_CTX *tls_upstream_ctx_new(const config_t *cfg, const config_listener_t *l,
     char path[300], why[160];
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
-    snprintf(path, sizeof(path), "listeners[%s].upstream_tls", l->name);
+    snprintf(path, sizeof(path), "listeners[%zu].upstream_tls", (size_t)(l - cfg->listeners));
     if (ctx == NULL) {
         config_error(errs, cfg->file, t->mark, path, "cannot create TLS context");
         return NULL;
