@@ -563,26 +563,31 @@ static void conn_flush_tls(conn_t *c)
         conn_close(c, "client_write_error");
 }
 
-/* conn_send_plain encrypts |n| bytes for the client. A memory BIO never blocks, so SSL_write
+/* ssl_write_all encrypts |n| bytes into |ssl|'s BIO. A memory BIO never blocks, so SSL_write
  * takes everything at once. */
-static int conn_send_plain(conn_t *c, const uint8_t *p, size_t n)
+static int ssl_write_all(SSL *ssl, const uint8_t *p, size_t n)
 {
-    if (c->ssl == NULL) { /* client mode: the local client reads plaintext */
-        c->bytes_out += n;
-        return conn_write(c, 0, p, n);
-    }
     while (n > 0) {
         int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
-        int r = SSL_write(c->ssl, p, chunk);
+        int r = SSL_write(ssl, p, chunk);
         if (r <= 0) {
             ERR_clear_error();
             return 0;
         }
-        c->bytes_out += (uint64_t)r;
         p += r;
         n -= (size_t)r;
     }
     return 1;
+}
+
+/* conn_send_plain sends |n| plaintext bytes to the client: encrypted in server mode, as they
+ * are to a client-mode listener's local client. */
+static int conn_send_plain(conn_t *c, const uint8_t *p, size_t n)
+{
+    int ok = c->ssl != NULL ? ssl_write_all(c->ssl, p, n) : conn_write(c, 0, p, n);
+    if (ok)
+        c->bytes_out += n;
+    return ok;
 }
 
 /* conn_send_built encrypts a message pyroguard built itself (a refusal). */
@@ -613,17 +618,7 @@ static int conn_to_backend(conn_t *c, const uint8_t *p, size_t n)
 {
     if (c->up_ssl == NULL)
         return conn_write(c, 1, p, n);
-    while (n > 0) {
-        int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
-        int r = SSL_write(c->up_ssl, p, chunk);
-        if (r <= 0) {
-            ERR_clear_error();
-            return 0;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return conn_flush_upstream(c);
+    return ssl_write_all(c->up_ssl, p, n) && conn_flush_upstream(c);
 }
 
 /* ---- flow control --------------------------------------------------------------------- */

@@ -737,6 +737,17 @@ const char *tls_verify_error_reason(long v)
     }
 }
 
+/* last_error puts BoringSSL's words for the last error of a failed handshake in |detail|,
+ * clears the error queue and returns the error's code (0: none). */
+static uint32_t last_error(char *detail, size_t detail_len)
+{
+    uint32_t e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(detail, detail_len, "%s", r ? r : "handshake failed");
+    ERR_clear_error();
+    return e;
+}
+
 const char *tls_failure_reason(const SSL *ssl, char *detail, size_t detail_len)
 {
     const char *denial = SSL_get_ex_data(ssl, g_denial_idx);
@@ -752,11 +763,8 @@ const char *tls_failure_reason(const SSL *ssl, char *detail, size_t detail_len)
         ERR_clear_error();
         return tls_verify_error_reason(v);
     }
-    uint32_t e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    snprintf(detail, detail_len, "%s", r ? r : "handshake failed");
+    uint32_t e = last_error(detail, detail_len);
     int reason = e ? ERR_GET_REASON(e) : 0;
-    ERR_clear_error();
     if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
         return "no_client_certificate";
     if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_SUPPORTED_VERSIONS_ENABLED)
@@ -882,11 +890,8 @@ const char *tls_upstream_failure(const SSL *ssl, char *detail, size_t detail_len
             return "name_mismatch";
         return tls_verify_error_reason(v);
     }
-    uint32_t e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    snprintf(detail, detail_len, "%s", r ? r : "handshake failed");
+    uint32_t e = last_error(detail, detail_len);
     int reason = e ? ERR_GET_REASON(e) : 0;
-    ERR_clear_error();
     if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_SUPPORTED_VERSIONS_ENABLED)
         return "protocol_version";
     if (reason == SSL_R_WRONG_VERSION_NUMBER)

@@ -410,6 +410,18 @@ class Pyroguard(object):
             self._err.close()
             self._out.close()
 
+    def assert_clean_exit(self):
+        """After stop(): fail the test if pyroguard printed a sanitizer report or did not exit 0
+        on SIGTERM (a crash fails the test whatever the clients saw)."""
+        report = self.sanitizer_report()
+        if report:
+            pytest.fail("pyroguard printed a sanitizer report:\n%s" % report, pytrace=False)
+        if getattr(self, "killed_by_test", False):
+            return  # the test has already failed, saying why
+        if self.proc is not None and self.returncode != 0:
+            pytest.fail("pyroguard exited with %s at teardown (0 expected after SIGTERM); stderr "
+                        "tail:\n%s" % (self.returncode, self.stderr_text()[-3000:]), pytrace=False)
+
     def sanitizer_report(self):
         """The sanitizer report pyroguard printed, if any (ASan/LSan/UBSan builds)."""
         text = self.stderr_text()
@@ -684,15 +696,7 @@ def make_stack(tmp_path, certs):
     for s in stacks:
         s.stop()
     for s in stacks:
-        report = s.pg.sanitizer_report()
-        if report:
-            pytest.fail("pyroguard printed a sanitizer report:\n%s" % report, pytrace=False)
-        if getattr(s.pg, "killed_by_test", False):
-            continue  # the test has already failed, saying why
-        if s.pg.proc is not None and s.pg.returncode != 0:
-            # A crash, or no clean exit on SIGTERM, fails the test whatever the client saw.
-            pytest.fail("pyroguard exited with %s at teardown (0 expected after SIGTERM); stderr tail:\n%s"
-                        % (s.pg.returncode, s.pg.stderr_text()[-3000:]), pytrace=False)
+        s.pg.assert_clean_exit()
 
 
 @pytest.fixture

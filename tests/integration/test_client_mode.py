@@ -94,10 +94,7 @@ def chain(tmp_path, certs):
     for s in stacks:
         s.stop()
     for pg in made + [s.pg for s in stacks]:
-        report = pg.sanitizer_report()
-        assert report is None, "pyroguard printed a sanitizer report:\n%s" % report
-        assert pg.proc is None or pg.returncode == 0, "pyroguard exited %s:\n%s" % (
-            pg.returncode, pg.stderr_text()[-3000:])
+        pg.assert_clean_exit()
 
 
 def plain_client(c, scenario="echo", **kw):

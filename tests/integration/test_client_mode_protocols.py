@@ -72,10 +72,7 @@ def both(tmp_path, certs):
     for pg in reversed(made):
         pg.stop()
     for pg in made:
-        report = pg.sanitizer_report()
-        assert report is None, "pyroguard printed a sanitizer report:\n%s" % report
-        assert pg.proc is None or pg.returncode == 0, "pyroguard exited %s:\n%s" % (
-            pg.returncode, pg.stderr_text()[-3000:])
+        pg.assert_clean_exit()
 
 
 def plain_socket(c, timeout=10):

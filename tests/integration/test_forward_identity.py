@@ -76,10 +76,7 @@ def fwd(tmp_path, certs):
     for s in stacks:
         s.stop()
     for s in stacks:
-        report = s.pg.sanitizer_report()
-        assert report is None, "pyroguard printed a sanitizer report:\n%s" % report
-        assert s.pg.proc is None or s.pg.returncode == 0, "pyroguard exited %s:\n%s" % (
-            s.pg.returncode, s.pg.stderr_text()[-3000:])
+        s.pg.assert_clean_exit()
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -151,9 +151,7 @@ def ns_stack(tmp_path, certs):
     for s in stacks:
         s.stop()
     for s in stacks:
-        report = s.pg.sanitizer_report()
-        assert not report, "pyroguard printed a sanitizer report:\n%s" % report
-        assert s.pg.returncode == 0, "pyroguard exited with %s at teardown" % s.pg.returncode
+        s.pg.assert_clean_exit()
 
 
 SEED = ("example.billing", "PYRO:billing@localhost:9443")
@@ -549,9 +547,7 @@ def e2e(tmp_path, certs):
     finally:
         s.stop()
     for pg in s.pgs:
-        report = pg.sanitizer_report()
-        assert not report, "pyroguard printed a sanitizer report:\n%s" % report
-        assert pg.returncode == 0, "pyroguard exited with %s at teardown" % pg.returncode
+        pg.assert_clean_exit()
 
 
 def test_end_to_end_pyroname_resolved_and_called_through_pyroguard(e2e):
