@@ -59,7 +59,8 @@ test-asan: deps
 	@PYROGUARD_BIN=$(CURDIR)/build-asan/pyroguard VALUE_DUMP_BIN=$(CURDIR)/build-asan/value_dump \
 		PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration -k "not decoder_matches_python"
 
-# The integration smoke (calls in every serializer, then the refusals of raw frames) with
+# The integration smoke (calls in every serializer, the refusals of raw frames, client mode's
+# two TLS directions, stream ownership) with
 # pyroguard under valgrind memcheck (tests/tools/valgrind-pyroguard.sh): an invalid access, a
 # use of uninitialised memory or a definite leak at exit makes pyroguard exit 99 and fails the
 # test that ran it. A Debug build, so that reports name lines.
@@ -69,7 +70,8 @@ test-valgrind: deps
 	@PYROGUARD_BIN=$(CURDIR)/tests/tools/valgrind-pyroguard.sh \
 		PYROGUARD_VALGRIND_TARGET=$(CURDIR)/build-valgrind/pyroguard \
 		VALUE_DUMP_BIN=$(CURDIR)/build-valgrind/value_dump PYROGUARD_SANITIZED=1 \
-		$(PY) -m pytest -q tests/integration/test_allowed_calls.py tests/integration/test_raw_frames.py
+		$(PY) -m pytest -q tests/integration/test_allowed_calls.py tests/integration/test_raw_frames.py \
+		tests/integration/test_client_mode.py tests/integration/test_stream_ownership.py
 
 # The tests that exercise the worker threads and the control thread (reload, drain, admin,
 # metrics, limits) with ThreadSanitizer in the proxy; a data race report fails the test.
@@ -84,7 +86,8 @@ test-tsan: deps
 		PYROGUARD_SANITIZED=1 $(PY) -m pytest -q tests/integration/test_reload_and_drain.py \
 		tests/integration/test_allowed_calls.py tests/integration/test_limits.py \
 		tests/integration/test_admin_and_metrics.py tests/integration/test_limits_ops.py \
-		tests/integration/test_process.py -k "not descriptor"
+		tests/integration/test_process.py tests/integration/test_client_mode.py \
+		-k "not descriptor"
 
 # Every fuzz target over its committed corpus, then FUZZ_SECONDS of new inputs each, with
 # ASan and UBSan (clang and libclang-rt-14-dev). make test runs it for 5 s per target.
