@@ -97,7 +97,7 @@ fuzz-smoke:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DENABLE_FUZZ=ON -DENABLE_ASAN=ON \
 		-DENABLE_UBSAN=ON -DBUILD_TESTING=OFF >/dev/null
 	@cmake --build build-fuzz -j2
-	@for t in frame config inspect serpent json marshal msgpack policy admin; do \
+	@for t in frame config inspect serpent json marshal msgpack policy admin forward; do \
 		mkdir -p build-fuzz/work-$$t; \
 		build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			$$( [ $$t = config ] && echo -dict=tests/fuzz/config.dict ) \

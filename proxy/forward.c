@@ -140,20 +140,23 @@ static int next_chunk(CBS *anns, frame_proto_t proto, frame_annotation_t *a, CBS
     return CBS_get_bytes(&before, raw, CBS_len(&before) - CBS_len(anns));
 }
 
-/* scan_chunks checks |f|'s block for "HMAC" and measures what stays of it without "PGID". */
-static forward_status_t scan_chunks(const frame_t *f, size_t *out_kept)
+/* scan_chunks checks |f|'s block for "HMAC" and measures what stays of it without "PGID": its
+ * bytes and its chunks. */
+static forward_status_t scan_chunks(const frame_t *f, size_t *out_kept, size_t *out_chunks)
 {
     CBS anns = f->annotations, raw;
     frame_annotation_t a;
 
-    *out_kept = 0;
+    *out_kept = *out_chunks = 0;
     while (CBS_len(&anns) > 0) {
         if (!next_chunk(&anns, f->proto, &a, &raw))
             return FORWARD_NOMEM; /* unreachable: frame_parse_as validated the block */
         if (memcmp(a.key, "HMAC", 4) == 0)
             return FORWARD_HMAC;
-        if (memcmp(a.key, FORWARD_KEY, 4) != 0)
+        if (memcmp(a.key, FORWARD_KEY, 4) != 0) {
             *out_kept += CBS_len(&raw);
+            (*out_chunks)++;
+        }
     }
     return FORWARD_OK;
 }
@@ -183,12 +186,14 @@ static int build_block(CBB *block, const frame_t *f, const uint8_t *json, size_t
 forward_status_t forward_rewrite(CBB *out, const frame_t *f, const uint8_t *json, size_t json_len)
 {
     CBB block;
-    size_t kept, block_len;
-    forward_status_t st = scan_chunks(f, &kept);
+    size_t kept, chunks, block_len;
+    forward_status_t st = scan_chunks(f, &kept, &chunks);
 
     if (st != FORWARD_OK)
         return st;
-    if (json_len > FORWARD_MAX_JSON)
+    /* The message pyroguard forwards stays one pyroguard itself would accept: at most
+     * FRAME_MAX_ANNOTATIONS chunks, ours included. */
+    if (json_len > FORWARD_MAX_JSON || chunks >= FRAME_MAX_ANNOTATIONS)
         return FORWARD_TOO_LARGE;
     /* kept is at most the parsed block's length (u32), so the sum cannot overflow size_t. */
     block_len = kept + chunk_header_len(f->proto) + json_len;

@@ -52,7 +52,8 @@ int forward_identity_json(CBB *cbb, const identity_t *id, const char *listener, 
  * by frame_parse_as: its annotation block validated) with every "PGID" chunk removed and one
  * "PGID" chunk of |json_len| bytes at |json| added after the others. Returns FORWARD_OK;
  * FORWARD_HMAC if some chunk is "HMAC", and FORWARD_TOO_LARGE if |json_len| is over
- * FORWARD_MAX_JSON or the new annotation block would not fit the protocol (Pyro4: 65535 bytes),
+ * FORWARD_MAX_JSON, or the new annotation block would not fit the protocol (Pyro4: 65535 bytes)
+ * or hold more than FRAME_MAX_ANNOTATIONS chunks (the client's 64 chunks plus ours),
  * both with nothing appended; FORWARD_NOMEM if |out| or the scratch buffer fails (also for an
  * annotation block frame_parse_as would not have accepted), after which |out| is only fit for
  * CBB_cleanup. |f|'s bytes are only read; they may not overlap |out|'s buffer. */

@@ -393,6 +393,58 @@ static void test_a_pyro4_annotation_block_over_65535_bytes_is_too_large(void **s
     OPENSSL_free(b.data);
 }
 
+/* with_chunks builds a |proto| INVOKE with |n| distinct small client chunks (and a PGID one
+ * when |pgid|). */
+static blob_t with_chunks(frame_proto_t proto, size_t n, int pgid)
+{
+    CBB anns;
+    uint8_t *block;
+    size_t block_len;
+    assert_true(CBB_init(&anns, 0));
+    for (size_t i = 0; i < n; i++) {
+        char key[5];
+        snprintf(key, sizeof(key), "X%03zu", i);
+        add_chunk(&anns, proto, key, (const uint8_t *)"v", 1);
+    }
+    if (pgid)
+        add_chunk(&anns, proto, FORWARD_KEY, (const uint8_t *)"{}", 2);
+    assert_true(CBB_finish(&anns, &block, &block_len));
+    blob_t b = build(proto, MSG_INVOKE, 0, NULL, block, block_len, "payload");
+    OPENSSL_free(block);
+    return b;
+}
+
+/* What pyroguard forwards it would itself accept: 63 client chunks and ours make the 64 a
+ * message may have; a 64th kept chunk leaves no room (found by fuzz_forward). A client PGID
+ * chunk does not count: it is replaced. */
+static void test_a_message_with_64_chunks_of_its_own_is_too_large(void **state)
+{
+    frame_proto_t protos[] = {PROTO_PYRO4, PROTO_PYRO5};
+    size_t json_len = strlen(kJson);
+    for (size_t i = 0; i < 2; i++) {
+        frame_t f, g;
+        blob_t b = with_chunks(protos[i], FRAME_MAX_ANNOTATIONS - 1, 0);
+        parse_ok(b.data, b.len, &f);
+        blob_t r = rewrite(&f, kJson, json_len);
+        check_rewritten(&f, &r, kJson, json_len);
+        parse_ok(r.data, r.len, &g);
+        OPENSSL_free(r.data);
+        OPENSSL_free(b.data);
+
+        b = with_chunks(protos[i], FRAME_MAX_ANNOTATIONS - 1, 1); /* 64 with a spoofed PGID */
+        parse_ok(b.data, b.len, &f);
+        r = rewrite(&f, kJson, json_len);
+        parse_ok(r.data, r.len, &g);
+        OPENSSL_free(r.data);
+        OPENSSL_free(b.data);
+
+        b = with_chunks(protos[i], FRAME_MAX_ANNOTATIONS, 0);
+        parse_ok(b.data, b.len, &f);
+        assert_int_equal(refused(&f, kJson, json_len), FORWARD_TOO_LARGE);
+        OPENSSL_free(b.data);
+    }
+}
+
 static void test_identity_json_over_16_kib_is_too_large(void **state)
 {
     char *json = malloc(FORWARD_MAX_JSON + 1);
@@ -721,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_a_message_with_an_hmac_chunk_is_not_rewritten),
         cmocka_unit_test(test_a_pyro4_annotation_block_over_65535_bytes_is_too_large),
         cmocka_unit_test(test_identity_json_over_16_kib_is_too_large),
+        cmocka_unit_test(test_a_message_with_64_chunks_of_its_own_is_too_large),
         cmocka_unit_test(test_protocol_46_and_47_keep_their_version_and_get_a_valid_checksum),
         cmocka_unit_test(test_unknown_flag_bits_and_serializer_ids_are_kept_as_sent),
         cmocka_unit_test(test_a_full_output_buffer_fails_cleanly_at_every_size),
