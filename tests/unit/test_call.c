@@ -14,6 +14,8 @@
 
 static value_arena_t g_arena;
 
+#include "testvalue.h"
+
 static int setup(void **state)
 {
     value_arena_init(&g_arena, NULL);
@@ -26,61 +28,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static value_t *str(const char *s)
-{
-    value_t *v = value_new(&g_arena, VAL_STR);
-    size_t n = strlen(s);
-    uint8_t *p = value_alloc_string(&g_arena, n);
-    memcpy(p, s, n);
-    v->u.str.data = p;
-    v->u.str.len = n;
-    return v;
-}
-
-static value_t *bytes(const char *s)
-{
-    value_t *v = str(s);
-    v->type = VAL_BYTES;
-    return v;
-}
-
-static value_t *none(void)
-{
-    return value_new(&g_arena, VAL_NONE);
-}
-
-static value_t *seq(value_type_t type, size_t n, ...)
-{
-    va_list ap;
-    value_t *v = value_new(&g_arena, type);
-    v->u.seq.items = value_alloc(&g_arena, (n ? n : 1) * sizeof(value_t *));
-    v->u.seq.n = n;
-    va_start(ap, n);
-    for (size_t i = 0; i < n; i++)
-        v->u.seq.items[i] = va_arg(ap, value_t *);
-    va_end(ap);
-    return v;
-}
-
-/* dict(n, k1, v1, k2, v2…) */
-static value_t *dict(size_t n, ...)
-{
-    va_list ap;
-    value_t *v = value_new(&g_arena, VAL_DICT);
-    v->u.dict.keys = value_alloc(&g_arena, (n ? n : 1) * sizeof(value_t *));
-    v->u.dict.values = value_alloc(&g_arena, (n ? n : 1) * sizeof(value_t *));
-    v->u.dict.n = n;
-    va_start(ap, n);
-    for (size_t i = 0; i < n; i++) {
-        v->u.dict.keys[i] = va_arg(ap, value_t *);
-        v->u.dict.values[i] = va_arg(ap, value_t *);
-    }
-    va_end(ap);
-    return v;
-}
-
-#define TUPLE(...)    seq(VAL_TUPLE, __VA_ARGS__)
-#define LIST(...)     seq(VAL_LIST, __VA_ARGS__)
 #define EMPTY_DICT    dict(0)
 #define CALL(o, m, a) TUPLE(4, str(o), str(m), a, EMPTY_DICT)
 

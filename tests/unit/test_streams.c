@@ -27,6 +27,8 @@ static const char kOther[] = "342b1bf5-2e67-4e0c-b994-f488102d758f";
 static value_arena_t g_arena;
 static config_t g_cfg;
 
+#include "testvalue.h"
+
 static int setup(void **state)
 {
     (void)state;
@@ -73,55 +75,6 @@ static int record_str(streams_t *s, frame_proto_t proto, const char *id)
 }
 
 /* ---- calls built by hand, as test_call.c does ------------------------------------------- */
-
-static value_t *str(const char *s)
-{
-    value_t *v = value_new(&g_arena, VAL_STR);
-    size_t n = strlen(s);
-    uint8_t *p = value_alloc_string(&g_arena, n ? n : 1);
-    memcpy(p, s, n);
-    v->u.str.data = p;
-    v->u.str.len = n;
-    return v;
-}
-
-static value_t *typed(value_type_t type)
-{
-    return value_new(&g_arena, type);
-}
-
-static value_t *seq(value_type_t type, size_t n, ...)
-{
-    va_list ap;
-    value_t *v = value_new(&g_arena, type);
-    v->u.seq.items = value_alloc(&g_arena, (n ? n : 1) * sizeof(value_t *));
-    v->u.seq.n = n;
-    va_start(ap, n);
-    for (size_t i = 0; i < n; i++)
-        v->u.seq.items[i] = va_arg(ap, value_t *);
-    va_end(ap);
-    return v;
-}
-
-/* dict(n, k1, v1, k2, v2…) */
-static value_t *dict(size_t n, ...)
-{
-    va_list ap;
-    value_t *v = value_new(&g_arena, VAL_DICT);
-    v->u.dict.keys = value_alloc(&g_arena, (n ? n : 1) * sizeof(value_t *));
-    v->u.dict.values = value_alloc(&g_arena, (n ? n : 1) * sizeof(value_t *));
-    v->u.dict.n = n;
-    va_start(ap, n);
-    for (size_t i = 0; i < n; i++) {
-        v->u.dict.keys[i] = va_arg(ap, value_t *);
-        v->u.dict.values[i] = va_arg(ap, value_t *);
-    }
-    va_end(ap);
-    return v;
-}
-
-#define TUPLE(...) seq(VAL_TUPLE, __VA_ARGS__)
-#define LIST(...)  seq(VAL_LIST, __VA_ARGS__)
 
 static call_t invoke(const char *object, const char *method, value_t *vargs, value_t *kwargs,
                      uint16_t flags)
