@@ -1243,10 +1243,7 @@ static void upstream_read(conn_t *c)
             return;
         }
         char detail[160];
-        uint32_t code = ERR_peek_last_error();
-        snprintf(detail, sizeof(detail), "%s",
-                 code ? ERR_reason_error_string(code) : "TLS record error");
-        ERR_clear_error();
+        tls_last_error(detail, sizeof(detail), "TLS record error");
         if (c->state == CONN_AWAIT_CONNECTOK && c->s2c_hdr_len == 0 && c->s2c_left == 0) {
             upstream_refused(c, "alert_received", detail);
             return;
@@ -1512,10 +1509,7 @@ static void conn_tls_read(conn_t *c)
             return;
         }
         char detail[128];
-        uint32_t code = ERR_peek_last_error();
-        snprintf(detail, sizeof(detail), "%s",
-                 code ? ERR_reason_error_string(code) : "TLS record error");
-        ERR_clear_error();
+        tls_last_error(detail, sizeof(detail), "TLS record error");
         log_line_t l;
         log_begin(&l, LOG_WARN, "tls_error");
         log_conn_fields(&l, c);

@@ -42,12 +42,10 @@ static int g_denial_idx = -1;
 /* The config_t a context was built from, on the SSL_CTX, for the deny lists in verify_cb. */
 static int g_config_idx = -1;
 
+/* ssl_reason: BoringSSL's words for its last error, for configuration messages. */
 static void ssl_reason(char *out, size_t out_len)
 {
-    uint32_t e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    snprintf(out, out_len, "%s", r ? r : "unknown error");
-    ERR_clear_error();
+    tls_last_error(out, out_len, "unknown error");
 }
 
 /* file_readable reports a missing or unreadable file with errno's words, which say more than
@@ -737,13 +735,11 @@ const char *tls_verify_error_reason(long v)
     }
 }
 
-/* last_error puts BoringSSL's words for the last error of a failed handshake in |detail|,
- * clears the error queue and returns the error's code (0: none). */
-static uint32_t last_error(char *detail, size_t detail_len)
+uint32_t tls_last_error(char *detail, size_t detail_len, const char *fallback)
 {
     uint32_t e = ERR_peek_last_error();
     const char *r = e ? ERR_reason_error_string(e) : NULL;
-    snprintf(detail, detail_len, "%s", r ? r : "handshake failed");
+    snprintf(detail, detail_len, "%s", r ? r : fallback);
     ERR_clear_error();
     return e;
 }
@@ -763,7 +759,7 @@ const char *tls_failure_reason(const SSL *ssl, char *detail, size_t detail_len)
         ERR_clear_error();
         return tls_verify_error_reason(v);
     }
-    uint32_t e = last_error(detail, detail_len);
+    uint32_t e = tls_last_error(detail, detail_len, "handshake failed");
     int reason = e ? ERR_GET_REASON(e) : 0;
     if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
         return "no_client_certificate";
@@ -890,7 +886,7 @@ const char *tls_upstream_failure(const SSL *ssl, char *detail, size_t detail_len
             return "name_mismatch";
         return tls_verify_error_reason(v);
     }
-    uint32_t e = last_error(detail, detail_len);
+    uint32_t e = tls_last_error(detail, detail_len, "handshake failed");
     int reason = e ? ERR_GET_REASON(e) : 0;
     if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_SUPPORTED_VERSIONS_ENABLED)
         return "protocol_version";

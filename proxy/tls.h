@@ -12,6 +12,7 @@
 #define PYROGUARD_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/is_boringssl.h>
 #include <openssl/ssl.h>
@@ -37,6 +38,10 @@ const char *tls_verify_error_reason(long v);
  * tls.deny_serials (leaf only) and tls.deny_sha256 (any depth). Returns 1 with the reason in
  * |why| when it is listed or cannot be checked (fail closed). */
 int tls_cert_denied(const config_t *cfg, X509 *cert, int depth, char *why, size_t why_len);
+
+/* tls_last_error puts BoringSSL's words for its last error in |detail| (|fallback| when there is
+ * none), clears the error queue and returns the error's code (0: none). */
+uint32_t tls_last_error(char *detail, size_t detail_len, const char *fallback);
 
 /* tls_failure_reason classifies a failed handshake: "no_client_certificate", "unknown_ca",
  * "certificate_expired", "certificate_not_yet_valid", "certificate_revoked",

@@ -678,15 +678,18 @@ def certs(tmp_path_factory):
 @pytest.fixture
 def make_stack(tmp_path, certs):
     """make_stack(overrides=None, backend=True, name="stack", backend_port=None, nofile=None,
-    multiplex=False) -> started Stack; stopped at teardown, where a crash, a sanitizer report or
-    no clean exit on SIGTERM fails the test. nofile: pyroguard's RLIMIT_NOFILE; multiplex: the
-    daemon runs SERVERTYPE multiplex (legacy_server.py --multiplex)."""
+    multiplex=False, listener=None) -> started Stack; stopped at teardown, where a crash, a
+    sanitizer report or no clean exit on SIGTERM fails the test. nofile: pyroguard's
+    RLIMIT_NOFILE; multiplex: the daemon runs SERVERTYPE multiplex (legacy_server.py
+    --multiplex); listener: keys added to the one listener (overrides would replace the whole
+    listeners list, whose addresses are only known here)."""
     stacks = []
 
     def make(overrides=None, backend=True, name="stack", backend_port=None, nofile=None,
-             multiplex=False):
+             multiplex=False, listener=None):
         s = Stack(tmp_path / ("%s%d" % (name, len(stacks))), certs, overrides, backend=backend,
                   backend_port=backend_port)
+        s.pg.config["listeners"][0].update(listener or {})
         s.pg.nofile = nofile
         s.backend.multiplex = multiplex
         stacks.append(s)

@@ -23,7 +23,7 @@ import subprocess
 
 import pytest
 
-from conftest import MSG_INVOKE, PYROGUARD_BIN, Pyroguard, Stack, parse_pyro4_frames, run_client
+from conftest import MSG_INVOKE, PYROGUARD_BIN, Pyroguard, parse_pyro4_frames, run_client
 
 EGRESS_ECHO_ONLY = {"allow": [{"object": "thing", "methods": ["echo", "seen_annotations"]}]}
 
@@ -70,18 +70,15 @@ class ClientModePyroguard(Pyroguard):
 
 
 @pytest.fixture
-def chain(tmp_path, certs):
+def chain(make_stack, tmp_path, certs):
     """chain(server_listener=None, server_overrides=None, **client_mode_kwargs) -> (S, C):
     S a started Stack (daemon + server-mode pyroguard, its listener updated with
-    |server_listener|), C a started client-mode pyroguard in front of it. Both are stopped at
-    teardown and must exit 0 without a sanitizer report."""
-    stacks, made = [], []
+    |server_listener|), C a started client-mode pyroguard in front of it. C is stopped at
+    teardown (before make_stack stops S) and must exit 0 without a sanitizer report."""
+    made = []
 
     def make(server_listener=None, server_overrides=None, **kw):
-        s = Stack(tmp_path / ("server%d" % len(stacks)), certs, server_overrides)
-        s.pg.config["listeners"][0].update(server_listener or {})
-        stacks.append(s)
-        s.start()
+        s = make_stack(server_overrides, name="server", listener=server_listener)
         c = ClientModePyroguard(tmp_path / ("client-mode%d" % len(made)), certs, s.port, **kw)
         c.dir.mkdir(parents=True, exist_ok=True)
         made.append(c)
@@ -91,10 +88,8 @@ def chain(tmp_path, certs):
     yield make
     for c in made:
         c.stop()
-    for s in stacks:
-        s.stop()
-    for pg in made + [s.pg for s in stacks]:
-        pg.assert_clean_exit()
+    for c in made:
+        c.assert_clean_exit()
 
 
 def plain_client(c, scenario="echo", **kw):

@@ -63,8 +63,14 @@ def install(tmp_path, certs, source, text=None):
 
 
 def explain(config, certs, cert, obj=None, kind=None, name=None):
-    """Runs `pyroguard explain --json`; returns (exit code, parsed JSON or None, process)."""
-    args = ["explain", "-c", config.name, "--cert", certs / ("%s.crt" % cert)]
+    """Runs `pyroguard explain --cert … --json`; returns (exit code, parsed JSON or None,
+    process)."""
+    return run_explain(config, ["--cert", certs / ("%s.crt" % cert)], obj, kind, name)
+
+
+def run_explain(config, who, obj=None, kind=None, name=None):
+    """`pyroguard explain` with |who| (["--cert", PATH] or ["--listener", NAME]) and --json."""
+    args = ["explain", "-c", config.name] + list(who)
     if obj is not None:
         args += ["--object", obj]
     if kind is not None:
@@ -257,18 +263,8 @@ def test_example_verdicts(tmp_path, certs, example, case):
 
 
 def explain_listener(config, listener, obj=None, kind=None, name=None):
-    """Runs `pyroguard explain --listener --json`; returns (exit code, parsed JSON or None, process)."""
-    args = ["explain", "-c", config.name, "--listener", listener]
-    if obj is not None:
-        args += ["--object", obj]
-    if kind is not None:
-        args += ["--%s" % kind, name]
-    p = pyroguard(*(args + ["--json"]), cwd=config.parent)
-    try:
-        doc = json.loads(p.stdout)
-    except ValueError:
-        doc = None
-    return p.returncode, doc, p
+    """Runs `pyroguard explain --listener … --json` (a client-mode listener's egress rule)."""
+    return run_explain(config, ["--listener", listener], obj, kind, name)
 
 
 def _listener_case_id(case):

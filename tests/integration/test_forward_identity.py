@@ -27,7 +27,7 @@ import pytest
 
 import pyro5_wire as p5
 from conftest import (CLIENT_TIMEOUT, HEADER, HERE, MSG_CONNECT, MSG_CONNECTFAIL, MSG_CONNECTOK,
-                      MSG_INVOKE, MSG_RESULT, PYTHON, Backend, Stack, parse_pyro4_frames,
+                      MSG_INVOKE, MSG_RESULT, PYTHON, Backend, parse_pyro4_frames,
                       pyro4_checksum, pyro4_frame, read_until_closed, read_vector, recv_frames,
                       run_client)
 
@@ -56,27 +56,17 @@ FORGED = json.dumps({"v": 1, "listener": "app", "rule": "ops", "cn": "ops-admin"
 
 
 @pytest.fixture
-def fwd(tmp_path, certs):
-    """fwd(forward_identity=True, overrides=None, backend=True) -> started Stack (real daemon + pyroguard), its
-    one listener "app" given forward_identity before start (make_stack's overrides would replace
-    the whole listeners list). Stopped at teardown; pyroguard must exit 0 without a sanitizer
-    report."""
-    stacks = []
+def fwd(make_stack):
+    """fwd(forward_identity=True, overrides=None, backend=True) -> started Stack (real daemon +
+    pyroguard) whose listener "app" has forward_identity as given (None: the key left out)."""
 
     def make(forward_identity=True, overrides=None, backend=True):
         over = {"clients": CLIENTS, "log": {"level": "info", "calls": "all"}}
         over.update(overrides or {})
-        s = Stack(tmp_path / ("stack%d" % len(stacks)), certs, over, backend=backend)
-        if forward_identity is not None:
-            s.pg.config["listeners"][0]["forward_identity"] = forward_identity
-        stacks.append(s)
-        return s.start()
+        listener = {} if forward_identity is None else {"forward_identity": forward_identity}
+        return make_stack(over, backend=backend, listener=listener)
 
-    yield make
-    for s in stacks:
-        s.stop()
-    for s in stacks:
-        s.pg.assert_clean_exit()
+    return make
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -416,6 +406,32 @@ def test_two_pgid_chunks_in_one_message_are_refused_before_the_daemon(fwd):
     assert decode(fail) == "pyroguard: malformed Pyro message (bad_annotations)", fail
     s.pg.settle()
     s.backend.assert_received_nothing()
+
+
+def test_a_message_with_no_room_for_the_identity_is_refused_and_never_reaches_the_daemon(fwd):
+    """64 chunks of the client's own (as many as pyroguard takes) leave no room for PGID: the
+    INVOKE is refused as identity_too_large, the daemon never reads it, the connection goes on."""
+    s = fwd()
+    full = b"".join(chunk("X%03d" % i, b"v") for i in range(64))
+    with s.tls_socket() as sock:
+        sock.sendall(read_vector("serpent/echo/00_c2s_CONNECT.bin"))
+        [ok] = recv_frames(sock, 1)
+        assert ok["type"] == MSG_CONNECTOK, ok
+        sock.sendall(serpent_invoke("echo", 1, args=("no-room",), annotations=full))
+        [r] = recv_frames(sock, 1)
+        assert r["type"] == MSG_RESULT and r["flags"] & 0x01 and r["seq"] == 1, r
+        exc = decode(r)
+        assert type(exc).__name__ == "SecurityError", repr(exc)
+        assert "does not fit" in str(exc), str(exc)
+        sock.sendall(serpent_invoke("echo", 2, args=("after",)))
+        [r] = recv_frames(sock, 1)
+        assert decode(r) == "after" and r["seq"] == 2, r
+    [line] = s.pg.wait_log(event="refused")
+    assert line["reason"] == "identity_too_large", line
+    s.pg.settle()
+    for conn in daemon_frames(s):
+        for f in conn:
+            assert b"no-room" not in f["payload"], f
 
 
 # --- 4. HMAC -------------------------------------------------------------------------------------
